@@ -1,0 +1,8 @@
+"""CLIP backbone: tokenizer, OpenAI-compatible model with prompt injection, weight loading.
+
+`import clip` gives clip.load, clip.tokenize, clip.available_models, clip.build_model; CoOp-style
+code may also use `from clip import clip` (the loading module: clip._MODELS, clip._download).
+"""
+
+from .clip import _MODELS, _download, available_models, load, tokenize
+from .model import CLIP, build_model, convert_weights
