@@ -1,0 +1,693 @@
+"""Tests of parse_test_res.py on logs written here in the engine's exact format.
+
+Each log carries what a real run prints before its result (arguments dump, config dump, env info,
+dataset table, iteration lines, per-epoch val results as decoys), so the parser is checked on
+whole logs, not on bare result blocks. Expected numbers are computed by hand with ``mean`` and
+``pstd`` below (plain loops), never with the module under test.
+"""
+import argparse
+import csv
+import io
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+import parse_test_res as ptr
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# ------------------------------------------------------------------------------------------------
+# Hand references
+# ------------------------------------------------------------------------------------------------
+
+
+def mean(values):
+    total = 0.0
+    for value in values:
+        total += value
+    return total / len(values)
+
+
+def pstd(values):
+    """Population std (ddof 0)."""
+    m = mean(values)
+    total = 0.0
+    for value in values:
+        total += (value - m) ** 2
+    return math.sqrt(total / len(values))
+
+
+def hm(base, new):
+    return 2 * base * new / (base + new)
+
+
+# ------------------------------------------------------------------------------------------------
+# Log fixtures in the engine's format (dassl-api.md §3.5, §3.7, §3.10, §5.9)
+# ------------------------------------------------------------------------------------------------
+
+
+def preamble(output_dir, dataset="Caltech101", eval_only=False):
+    """Everything a run prints before training: args, config, env info, dataset, model."""
+    return f"""\
+***************
+** Arguments **
+***************
+backbone: 
+config_file: configs/trainers/ALIGN/vit_b16_c2_ep5.yaml
+dataset_config_file: configs/datasets/{dataset.lower()}.yaml
+eval_only: {eval_only}
+head: 
+load_epoch: {5 if eval_only else None}
+model_dir: {'output/base2new/train_base' if eval_only else ''}
+no_train: False
+opts: ['DATASET.NUM_SHOTS', '16', 'DATASET.SUBSAMPLE_CLASSES', '{'new' if eval_only else 'base'}']
+output_dir: {output_dir}
+resume: 
+root: /data
+seed: 1
+source_domains: None
+target_domains: None
+trainer: ALIGN
+transforms: None
+************
+** Config **
+************
+DATALOADER:
+  NUM_WORKERS: 8
+  TEST:
+    BATCH_SIZE: 100
+    SAMPLER: SequentialSampler
+DATASET:
+  NAME: {dataset}
+  NUM_SHOTS: 16
+  SUBSAMPLE_CLASSES: {'new' if eval_only else 'base'}
+OPTIM:
+  LR: 0.0035
+  MAX_EPOCH: 5
+TEST:
+  COMPUTE_CMAT: False
+  EVALUATOR: Classification
+  FINAL_MODEL: best_val
+  NO_TEST: False
+  PER_CLASS_RESULT: True
+  SPLIT: test
+TRAINER:
+  NAME: ALIGN
+Collecting env info ...
+** System info **
+PyTorch version: 2.4.0
+Is debug build: False
+CUDA used to build PyTorch: 12.1
+OS: Ubuntu 22.04.4 LTS (x86_64)
+Python version: 3.10.14 (main) [GCC 11.4.0] (64-bit runtime)
+Is CUDA available: True
+Versions of relevant libraries:
+[pip3] numpy==1.26.4
+[pip3] torch==2.4.0
+        Pillow (10.3.0)
+
+Loading trainer: ALIGN
+Loading dataset: {dataset}
+Reading split from /data/{dataset.lower()}/split_zhou_{dataset}.json
+Loading preprocessed few-shot data from /data/{dataset.lower()}/split_fewshot/shot_16-seed_1.pkl
+SUBSAMPLE {'NEW' if eval_only else 'BASE'} CLASSES!
+Building transform_train
++ random resized crop (size=(224, 224), scale=(0.08, 1.0))
++ random flip
++ to torch tensor of range [0, 1]
++ normalization (mean=[0.48145466, 0.4578275, 0.40821073], std=[0.26862954, 0.26130258, 0.27577711])
+Building transform_test
++ resize the smaller edge to 224
++ 224x224 center crop
++ to torch tensor of range [0, 1]
++ normalization (mean=[0.48145466, 0.4578275, 0.40821073], std=[0.26862954, 0.26130258, 0.27577711])
+---------  ----------
+Dataset    {dataset}
+# classes  50
+# train_x  800
+# val      200
+# test     1,549
+---------  ----------
+Loading CLIP (backbone: ViT-B/16)
+Building custom CLIP
+Turning off gradients in both the image and the text encoder
+Parameters to be updated: {{'prompt_learner.ctx', 'prompt_learner.visual_ctx'}}
+Loading evaluator: Classification
+"""
+
+
+def result_block(accuracy, macro_f1, split="test"):
+    """The evaluator's printout (§5.9) in per-class mode, after the Evaluate line."""
+    return f"""\
+Evaluate on the *{split}* set
+=> result
+* total: 1,549
+* correct: {round(15.49 * accuracy):,}
+* accuracy: {accuracy:.1f}%
+* error: {100 - accuracy:.1f}%
+* macro_f1: {macro_f1:.1f}%
+=> per-class result
+* class: 0 (face)\ttotal: 40\tcorrect: 39\tacc: 97.5%
+* class: 1 (leopard)\ttotal: 20\tcorrect: 20\tacc: 100.0%
+* average: 12.3%
+"""
+
+
+def training_log(output_dir, accuracy, macro_f1=None, end_lines=("Finish training",),
+                 finished=True):
+    """A training run with best_val: val results each epoch (decoys), then the final test."""
+    macro_f1 = accuracy - 0.5 if macro_f1 is None else macro_f1
+    text = preamble(output_dir) + f"Initialize tensorboard (log_dir={output_dir}/tensorboard)\n"
+    for epoch in (1, 2):
+        for batch in (1, 2):
+            text += (
+                f"epoch [{epoch}/2] batch [{batch}/2] time 0.104 (0.121) data 0.000 (0.018) "
+                f"loss 1.0493 (1.1320) acc 65.6250 (62.5000) lr 1.9961e-03 eta 0:00:52\n"
+            )
+        text += result_block(11.0 + epoch, 10.0, split="val")
+        text += f"Checkpoint saved to {output_dir}/prompt_learner/model-best.pth.tar\n"
+    if not finished:
+        return text
+    text += "".join(line + "\n" for line in end_lines)
+    text += "Deploy the model with the best val performance\n"
+    text += (
+        f'Loading weights to prompt_learner from "{output_dir}/prompt_learner/model-best.pth.tar" '
+        "(epoch = 2)\n"
+    )
+    text += result_block(accuracy, macro_f1)
+    return text + "Elapsed: 0:01:02\n"
+
+
+def eval_only_log(output_dir, accuracy, macro_f1=None):
+    """An --eval-only run: no Finish line, one result block."""
+    macro_f1 = accuracy - 0.5 if macro_f1 is None else macro_f1
+    text = preamble(output_dir, eval_only=True)
+    text += (
+        f'Loading weights to prompt_learner from "{output_dir}/prompt_learner/model.pth.tar-5" '
+        "(epoch = 5)\n"
+    )
+    return text + result_block(accuracy, macro_f1)
+
+
+def write(path, text):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def run_cli(capsys, *argv):
+    """(exit status, stdout, stderr) of the command line, in-process."""
+    status = ptr.cli([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def csv_rows(text):
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+# ------------------------------------------------------------------------------------------------
+# read_log
+# ------------------------------------------------------------------------------------------------
+
+ACCURACY = ptr.keyword_metric("accuracy")
+
+
+@pytest.mark.parametrize(
+    "end_lines",
+    [("Finish training",), ("Finished training",), ("Finish training", "Finished training")],
+)
+def test_training_log_gives_the_final_test_not_the_val_decoys(tmp_path, end_lines):
+    log = write(tmp_path / "log.txt", training_log("out/seed1", 90.4, end_lines=end_lines))
+    assert ptr.read_log(log, [ACCURACY], ptr.TRAIN_END_SIGNALS) == ({"accuracy": 90.4}, None)
+
+
+def test_last_match_after_the_signal_wins(tmp_path):
+    text = training_log("out/seed1", 90.4) + result_block(77.7, 70.0)
+    log = write(tmp_path / "log.txt", text)
+    assert ptr.read_log(log, [ACCURACY], ptr.TRAIN_END_SIGNALS) == ({"accuracy": 77.7}, None)
+
+
+def test_problems_are_reported_not_raised(tmp_path):
+    unfinished = write(tmp_path / "a" / "log.txt", training_log("out", 90.4, finished=False))
+    values, problem = ptr.read_log(unfinished, [ACCURACY], ptr.TRAIN_END_SIGNALS)
+    assert values == {} and problem == 'no "Finish training" or "Finished training" line'
+
+    no_metric = write(tmp_path / "b" / "log.txt", training_log("out", 90.4))
+    values, problem = ptr.read_log(no_metric, [ptr.keyword_metric("error_rate")], ("=> result",))
+    assert values == {} and problem == 'no "* error_rate: ...%" line after "=> result"'
+
+    (tmp_path / "c").mkdir()
+    assert ptr.read_log(str(tmp_path / "c" / "log.txt"), [ACCURACY], ("=> result",)) == (
+        {},
+        "no log.txt",
+    )
+    assert ptr.read_log(str(tmp_path / "d" / "log.txt"), [ACCURACY], ("=> result",)) == (
+        {},
+        "no run folder",
+    )
+
+
+def test_unreadable_number_raises_naming_file_and_line(tmp_path):
+    log = write(tmp_path / "log.txt", "=> result\n* accuracy: 9.1.2%\n")
+    expected = r"log\.txt:2: expected a number in '\* accuracy: 9\.1\.2%'"
+    with pytest.raises(ValueError, match=expected):
+        ptr.read_log(log, [ACCURACY], ("=> result",))
+
+
+# ------------------------------------------------------------------------------------------------
+# Runs mode (the CoOp CLI)
+# ------------------------------------------------------------------------------------------------
+
+
+def make_experiment(root, accuracies, maker=training_log):
+    for seed, accuracy in enumerate(accuracies, start=1):
+        write(os.path.join(root, f"seed{seed}", "log.txt"), maker(f"{root}/seed{seed}", accuracy))
+    return str(root)
+
+
+def test_coop_output_is_unchanged(tmp_path, capsys):
+    exp = make_experiment(tmp_path / "exp", [90.4, 92.0])
+    status, out, err = run_cli(capsys, exp)
+    assert status == 0
+    assert out == (
+        f"Parsing files in {exp}\n"
+        f"file: {exp}/seed1/log.txt. accuracy: 90.40%. \n"
+        f"file: {exp}/seed2/log.txt. accuracy: 92.00%. \n"
+        "===\n"
+        f"Summary of directory: {exp}\n"
+        "* accuracy: 91.20% +- 0.80%\n"
+        "===\n"
+    )
+
+
+def test_mean_std_and_ci95_match_hand_values(tmp_path, capsys):
+    values = [90.4, 92.0, 91.1]
+    exp = make_experiment(tmp_path / "exp", values)
+    m, s = mean(values), pstd(values)
+    ci = 1.96 * s / math.sqrt(3)
+
+    _, out, _ = run_cli(capsys, exp)
+    assert f"* accuracy: {m:.2f}% +- {s:.2f}%" in out.splitlines()
+    _, out, _ = run_cli(capsys, exp, "--ci95")
+    assert f"* accuracy: {m:.2f}% +- {ci:.2f}%" in out.splitlines()
+
+    _, out, _ = run_cli(capsys, exp, "--ci95", "--format", "json")
+    summary = json.loads(out)["experiments"][0]["summary"]["accuracy"]
+    assert summary["mean"] == pytest.approx(m, abs=1e-12)
+    assert summary["ci95"] == pytest.approx(ci, abs=1e-12)
+    assert summary["n"] == 3 and "std" not in summary
+
+
+def test_text_csv_json_agree(tmp_path, capsys):
+    values = [90.4, 92.0, 91.1]
+    exp = make_experiment(tmp_path / "exp", values)
+    write(os.path.join(exp, "seed4", "log.txt"), training_log("x", 50.0, finished=False))
+
+    _, text, _ = run_cli(capsys, exp)
+    _, csv_text, _ = run_cli(capsys, exp, "--format", "csv")
+    _, json_text, _ = run_cli(capsys, exp, "--format", "json")
+
+    text_values = [float(v) for v in re.findall(r"^file: .*\. accuracy: ([\d.]+)%\. $", text, re.M)]
+    summary_line = re.search(r"\* accuracy: ([\d.]+)% \+- ([\d.]+)%", text)
+    text_mean, text_std = map(float, summary_line.groups())
+
+    rows = csv_rows(csv_text)
+    csv_values = [float(r["value"]) for r in rows if r["kind"] == "run"]
+    (summary_row,) = [r for r in rows if r["kind"] == "summary"]
+    (missing_row,) = [r for r in rows if r["kind"] == "missing"]
+
+    document = json.loads(json_text)
+    (experiment,) = document["experiments"]
+    json_values = [run["values"]["accuracy"] for run in experiment["runs"]]
+
+    assert text_values == csv_values == json_values == values
+    for summary_mean, summary_std, n in [
+        (float(summary_row["value"]), float(summary_row["std"]), int(summary_row["n"])),
+        (experiment["summary"]["accuracy"]["mean"], experiment["summary"]["accuracy"]["std"],
+         experiment["summary"]["accuracy"]["n"]),
+    ]:
+        assert summary_mean == pytest.approx(mean(values), abs=1e-12)
+        assert summary_std == pytest.approx(pstd(values), abs=1e-12)
+        assert n == 3
+        assert float(f"{summary_mean:.2f}") == text_mean
+        assert float(f"{summary_std:.2f}") == text_std
+    assert missing_row["run"] == "seed4" and "Finish training" in missing_row["note"]
+    assert experiment["missing"] == [
+        {"run": "seed4", "file": f"{exp}/seed4/log.txt",
+         "reason": 'no "Finish training" or "Finished training" line'}
+    ]
+
+
+def test_timestamped_logs_are_never_read(tmp_path, capsys):
+    exp = make_experiment(tmp_path / "exp", [90.4, 92.0])
+    # A resumed, finished run re-tests into a timestamped file (dassl-api.md §9.4).
+    write(os.path.join(exp, "seed1", "log.txt-2024-05-01-12-00-00"), training_log("x", 10.0))
+    write(os.path.join(exp, "seed3", "log.txt-2024-05-01-12-00-00"), training_log("x", 10.0))
+    status, out, _ = run_cli(capsys, exp)
+    assert status == 0
+    assert "* accuracy: 91.20% +- 0.80%" in out.splitlines()
+    assert (
+        f"missing: {exp}/seed3/log.txt (no log.txt (only log.txt-2024-05-01-12-00-00: "
+        "timestamped logs of later runs are not read))"
+    ) in out.splitlines()
+
+
+def test_missing_runs_are_listed_and_left_out(tmp_path, capsys):
+    exp = make_experiment(tmp_path / "exp", [90.4, 92.0])
+    (tmp_path / "exp" / "seed3").mkdir()  # crashed before the logger started
+    write(os.path.join(exp, "seed4", "log.txt"), training_log("x", 50.0, finished=False))
+    write(os.path.join(exp, "notes.txt"), "a plain file is not a run\n")
+    status, out, _ = run_cli(capsys, exp)
+    assert status == 0
+    lines = out.splitlines()
+    assert f"missing: {exp}/seed3/log.txt (no log.txt)" in lines
+    unfinished = 'no "Finish training" or "Finished training" line'
+    assert f"missing: {exp}/seed4/log.txt ({unfinished})" in lines
+    assert "* accuracy: 91.20% +- 0.80%" in lines
+    assert not any("notes.txt" in line for line in lines)
+
+
+def test_seeds_option_reports_an_absent_seed_and_reads_only_those(tmp_path, capsys):
+    exp = make_experiment(tmp_path / "exp", [90.4, 92.0])
+    write(os.path.join(exp, "seed7", "log.txt"), training_log("x", 10.0))
+    status, out, _ = run_cli(capsys, exp, "--seeds", "1,2,3")
+    assert status == 0
+    lines = out.splitlines()
+    assert f"missing: {exp}/seed3/log.txt (no run folder)" in lines
+    assert "* accuracy: 91.20% +- 0.80%" in lines
+    assert not any("seed7" in line for line in lines)
+
+
+def test_test_log_reads_eval_only_logs(tmp_path, capsys):
+    values = [75.3, 76.9]
+    exp = make_experiment(tmp_path / "exp", values, maker=eval_only_log)
+    status, out, _ = run_cli(capsys, exp, "--test-log")
+    assert status == 0
+    assert f"* accuracy: {mean(values):.2f}% +- {pstd(values):.2f}%" in out.splitlines()
+
+    # Without --test-log an eval-only log has no end-of-training line: nothing found.
+    status, out, err = run_cli(capsys, exp)
+    assert status == 1
+    assert "Nothing found in" in err and "--test-log" in err
+
+
+def test_keyword_macro_f1(tmp_path, capsys):
+    root = tmp_path / "exp"
+    f1 = {1: 88.8, 2: 90.1}
+    for seed, accuracy in ((1, 90.4), (2, 92.0)):
+        write(root / f"seed{seed}" / "log.txt", training_log("x", accuracy, macro_f1=f1[seed]))
+    status, out, _ = run_cli(capsys, root, "--keyword", "macro_f1")
+    assert status == 0
+    lines = out.splitlines()
+    assert f"file: {root}/seed1/log.txt. macro_f1: 88.80%. " in lines
+    assert f"* macro_f1: {mean(f1.values()):.2f}% +- {pstd(f1.values()):.2f}%" in lines
+
+
+def test_multi_exp_averages_the_means_and_lists_empty_experiments(tmp_path, capsys):
+    a, b = [90.4, 92.0], [80.0, 81.0, 85.0]
+    make_experiment(tmp_path / "all" / "exp_a", a)
+    make_experiment(tmp_path / "all" / "exp_b", b)
+    write(tmp_path / "all" / "exp_c" / "seed1" / "log.txt", training_log("x", 1.0, finished=False))
+    root = str(tmp_path / "all")
+    status, out, _ = run_cli(capsys, root, "--multi-exp")
+    assert status == 0
+    average = mean([mean(a), mean(b)])
+    assert out.endswith(
+        f"Average performance\n* accuracy: {average:.2f}%\n"
+        f"Left out of the average (no results): {root}/exp_c\n"
+    )
+    summary_b = f"Summary of directory: {root}/exp_b\n* accuracy: {mean(b):.2f}% +- {pstd(b):.2f}%"
+    assert summary_b in out
+
+    _, json_text, _ = run_cli(capsys, root, "--multi-exp", "--format", "json")
+    document = json.loads(json_text)
+    assert document["average"]["accuracy"]["mean"] == pytest.approx(average, abs=1e-12)
+    assert document["average"]["accuracy"]["n"] == 2
+    assert document["left_out_of_average"] == [f"{root}/exp_c"]
+
+    _, csv_text, _ = run_cli(capsys, root, "--multi-exp", "--format", "csv")
+    (average_row,) = [r for r in csv_rows(csv_text) if r["kind"] == "average"]
+    assert float(average_row["value"]) == pytest.approx(average, abs=1e-12)
+    assert average_row["n"] == "2"
+
+
+@pytest.mark.parametrize("layout", ["empty", "absent", "unfinished"])
+def test_nothing_found_is_exit_status_1_with_a_message(tmp_path, capsys, layout):
+    exp = tmp_path / "exp"
+    if layout == "empty":
+        exp.mkdir()
+    elif layout == "unfinished":
+        write(exp / "seed1" / "log.txt", training_log("x", 1.0, finished=False))
+    status, _, err = run_cli(capsys, exp)
+    assert status == 1
+    assert err.startswith("parse_test_res.py: error: Nothing found")
+    assert str(exp) in err
+
+
+def test_script_exit_status_without_traceback(tmp_path):
+    (tmp_path / "exp").mkdir()
+    done = subprocess.run(
+        [sys.executable, "parse_test_res.py", str(tmp_path / "exp")],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 1
+    assert "Nothing found in" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_coop_entry_points_keep_their_meaning(tmp_path, capsys):
+    exp = make_experiment(tmp_path / "exp", [90.4, 92.0])
+    upstream_args = argparse.Namespace(
+        directory=exp, ci95=False, test_log=False, multi_exp=False, keyword="accuracy"
+    )
+    result = ptr.parse_function(
+        ACCURACY, directory=exp, args=upstream_args, end_signal="Finish training"
+    )
+    assert result == {"accuracy": pytest.approx(91.2, abs=1e-12)}
+    printed = capsys.readouterr().out
+    assert printed.splitlines()[-2] == "* accuracy: 91.20% +- 0.80%"
+
+    report = ptr.main(upstream_args, "Finish training")  # CoOp's namespace, no new options
+    assert capsys.readouterr().out == printed
+    assert report.experiments[0].stats("accuracy").n == 2
+
+    with pytest.raises(ptr.NoResultsError, match="Nothing found"):
+        ptr.parse_function(ACCURACY, directory=exp, args=upstream_args, end_signal="no such line")
+
+
+def test_option_combinations_are_checked(tmp_path, capsys):
+    for argv in (["--base2new", "--test-log"], ["--base2new", "--multi-exp"], ["--datasets", "a"],
+                 ["--seeds", "1,x"], ["--format", "xml"]):
+        with pytest.raises(SystemExit) as exit_info:
+            ptr.cli([str(tmp_path)] + argv)
+        assert exit_info.value.code == 2
+    capsys.readouterr()
+
+
+# ------------------------------------------------------------------------------------------------
+# Base-to-new mode
+# ------------------------------------------------------------------------------------------------
+
+SETTING = ("shots_16", "ALIGN", "vit_b16_c2_ep5")
+BASE = {
+    "caltech101": {1: 97.2, 2: 97.8, 3: 97.5},
+    "dtd": {1: 80.2, 2: 81.0, 3: 79.9},
+    "eurosat": {1: 90.0, 2: 91.0, 3: 92.0},  # never tested on new classes
+}
+NEW = {
+    "caltech101": {1: 94.1, 2: 94.7, 3: 93.9},
+    "dtd": {1: 60.5, 2: 59.1},  # seed 3 not evaluated
+}
+
+
+def make_base2new(root, base=BASE, new=NEW, setting=SETTING):
+    for dataset, by_seed in base.items():
+        for seed, accuracy in by_seed.items():
+            folder = os.path.join(root, "train_base", dataset, *setting, f"seed{seed}")
+            write(os.path.join(folder, "log.txt"), training_log(folder, accuracy))
+    for dataset, by_seed in new.items():
+        for seed, accuracy in by_seed.items():
+            folder = os.path.join(root, "test_new", dataset, *setting, f"seed{seed}")
+            write(os.path.join(folder, "log.txt"), eval_only_log(folder, accuracy))
+    return str(root)
+
+
+def expected_table():
+    """Per dataset (seeds with both results): Base, New means and stds, HM; then the average."""
+    rows = {}
+    for dataset in ("caltech101", "dtd"):
+        seeds = sorted(set(BASE[dataset]) & set(NEW[dataset]))
+        b = [BASE[dataset][s] for s in seeds]
+        n = [NEW[dataset][s] for s in seeds]
+        rows[dataset] = dict(seeds=seeds, base=mean(b), base_std=pstd(b), new=mean(n),
+                             new_std=pstd(n), hm=hm(mean(b), mean(n)))
+    avg_base = mean([rows[d]["base"] for d in rows])
+    avg_new = mean([rows[d]["new"] for d in rows])
+    return rows, dict(base=avg_base, new=avg_new, hm=hm(avg_base, avg_new))
+
+
+def parse_text_table(text):
+    """{first cell: cells} of the table rows in the text output (columns split on 2+ spaces)."""
+    table = {}
+    for line in text.splitlines():
+        cells = re.split(r"\s{2,}", line.strip())
+        if cells[0] in ("caltech101", "dtd", "eurosat") or cells[0].startswith("Average"):
+            table[cells[0]] = cells
+    return table
+
+
+def test_base2new_numbers_match_hand_values_in_all_formats(tmp_path, capsys):
+    root = make_base2new(tmp_path / "base2new")
+    rows, average = expected_table()
+    # Hand arithmetic for the average, spelled out for the reader:
+    assert average["base"] == pytest.approx((97.5 + (80.2 + 81.0) / 2) / 2)
+    assert average["new"] == pytest.approx(((94.1 + 94.7 + 93.9) / 3 + (60.5 + 59.1) / 2) / 2)
+    # Papers take the HM of the averages, not the average of the per-dataset HMs.
+    mean_of_hms = mean([rows["caltech101"]["hm"], rows["dtd"]["hm"]])
+    assert average["hm"] != pytest.approx(mean_of_hms, abs=1e-3)
+
+    status, text, _ = run_cli(capsys, root, "--base2new")
+    assert status == 0
+    table = parse_text_table(text)
+    for dataset, row in rows.items():
+        assert table[dataset] == [
+            dataset,
+            ",".join(map(str, row["seeds"])),
+            f"{row['base']:.2f} +- {row['base_std']:.2f}",
+            f"{row['new']:.2f} +- {row['new_std']:.2f}",
+            f"{row['hm']:.2f}",
+        ]
+    assert table["Average (2 datasets)"] == [
+        "Average (2 datasets)", *(f"{average[key]:.2f}" for key in ("base", "new", "hm"))
+    ]
+    assert "eurosat" not in table
+
+    _, csv_text, _ = run_cli(capsys, root, "--base2new", "--format", "csv")
+    csv_table = csv_rows(csv_text)
+    for dataset, row in rows.items():
+        (csv_row,) = [r for r in csv_table if r["kind"] == "dataset" and r["dataset"] == dataset]
+        assert csv_row["seeds"] == " ".join(map(str, row["seeds"]))
+        assert int(csv_row["n"]) == len(row["seeds"])
+        for key in ("base", "base_std", "new", "new_std", "hm"):
+            assert float(csv_row[key]) == pytest.approx(row[key], abs=1e-12)
+        seed_rows = [r for r in csv_table if r["kind"] == "seed" and r["dataset"] == dataset]
+        assert [(int(r["seeds"]), float(r["base"]), float(r["new"])) for r in seed_rows] == [
+            (s, BASE[dataset][s], NEW[dataset][s]) for s in row["seeds"]
+        ]
+    (csv_average,) = [r for r in csv_table if r["kind"] == "average"]
+    for key in ("base", "new", "hm"):
+        assert float(csv_average[key]) == pytest.approx(average[key], abs=1e-12)
+    assert (csv_average["n"], csv_average["note"]) == ("2", "caltech101 dtd")
+
+    _, json_text, _ = run_cli(capsys, root, "--base2new", "--format", "json")
+    (setting,) = json.loads(json_text)["settings"]
+    assert (setting["shots"], setting["trainer"], setting["cfg"]) == SETTING
+    assert [r["dataset"] for r in setting["rows"]] == ["caltech101", "dtd"]
+    for json_row in setting["rows"]:
+        row = rows[json_row["dataset"]]
+        assert json_row["seeds"] == row["seeds"]
+        assert json_row["base"]["mean"] == pytest.approx(row["base"], abs=1e-12)
+        assert json_row["base"]["std"] == pytest.approx(row["base_std"], abs=1e-12)
+        assert json_row["new"]["mean"] == pytest.approx(row["new"], abs=1e-12)
+        assert json_row["new"]["std"] == pytest.approx(row["new_std"], abs=1e-12)
+        assert json_row["hm"] == pytest.approx(row["hm"], abs=1e-12)
+    assert setting["average"]["datasets"] == ["caltech101", "dtd"]
+    for key in ("base", "new", "hm"):
+        assert setting["average"][key] == pytest.approx(average[key], abs=1e-12)
+
+
+def test_base2new_lists_missing_seeds_and_one_sided_datasets(tmp_path, capsys):
+    root = make_base2new(tmp_path / "base2new")
+    status, text, _ = run_cli(capsys, root, "--base2new")
+    assert status == 0
+    missing = text[text.index("Missing ("):].splitlines()[1:]
+    new_folder = os.path.join(root, "test_new")
+    assert missing == [
+        f"  dtd seed3 new: no run folder "
+        f"({new_folder}/dtd/shots_16/ALIGN/vit_b16_c2_ep5/seed3/log.txt)",
+        *[
+            f"  eurosat seed{s} new: no run folder "
+            f"({new_folder}/eurosat/shots_16/ALIGN/vit_b16_c2_ep5/seed{s}/log.txt)"
+            for s in (1, 2, 3)
+        ],
+        "  eurosat: only base runs; left out of the average",
+    ]
+
+    _, json_text, _ = run_cli(capsys, root, "--base2new", "--format", "json")
+    json_missing = json.loads(json_text)["settings"][0]["missing"]
+    assert [(m["dataset"], m["seed"], m["side"]) for m in json_missing] == [
+        ("dtd", 3, "new"), ("eurosat", 1, "new"), ("eurosat", 2, "new"), ("eurosat", 3, "new"),
+        ("eurosat", None, None),
+    ]
+    _, csv_text, _ = run_cli(capsys, root, "--base2new", "--format", "csv")
+    csv_missing = [r for r in csv_rows(csv_text) if r["kind"] == "missing"]
+    assert [(r["dataset"], r["seeds"], r["side"], r["note"]) for r in csv_missing] == [
+        (m["dataset"], "" if m["seed"] is None else str(m["seed"]), m["side"] or "", m["reason"])
+        for m in json_missing
+    ]
+
+
+def test_base2new_datasets_and_seeds_options(tmp_path, capsys):
+    root = make_base2new(tmp_path / "base2new")
+    status, text, _ = run_cli(capsys, root, "--base2new", "--datasets", "dtd,imagenet,caltech101",
+                              "--seeds", "1,2")
+    assert status == 0
+    table = parse_text_table(text)
+    first_cells = [line.split()[0] for line in text.splitlines() if line.strip()]
+    order = [cell for cell in first_cells if cell in ("dtd", "caltech101")]
+    assert order == ["dtd", "caltech101"]
+    b, n = [97.2, 97.8], [94.1, 94.7]
+    assert table["caltech101"][1:] == [
+        "1,2",
+        f"{mean(b):.2f} +- {pstd(b):.2f}",
+        f"{mean(n):.2f} +- {pstd(n):.2f}",
+        f"{hm(mean(b), mean(n)):.2f}",
+    ]
+    places = " or ".join(
+        os.path.join(root, side, "imagenet", *SETTING) for side in ("train_base", "test_new")
+    )
+    assert f"  imagenet: no runs; left out of the average ({places})" in text.splitlines()
+    assert "eurosat" not in text and "seed3" not in text
+
+
+def test_base2new_ci95(tmp_path, capsys):
+    root = make_base2new(tmp_path / "base2new")
+    rows, _ = expected_table()
+    _, csv_text, _ = run_cli(capsys, root, "--base2new", "--ci95", "--format", "csv")
+    (dtd,) = [r for r in csv_rows(csv_text) if r["kind"] == "dataset" and r["dataset"] == "dtd"]
+    assert "base_std" not in dtd
+    assert float(dtd["base_ci95"]) == pytest.approx(1.96 * rows["dtd"]["base_std"] / math.sqrt(2))
+    assert float(dtd["new_ci95"]) == pytest.approx(1.96 * rows["dtd"]["new_std"] / math.sqrt(2))
+
+
+def test_base2new_one_table_per_setting(tmp_path, capsys):
+    root = make_base2new(tmp_path / "base2new")
+    other = ("shots_16", "CoOp", "vit_b16_ep50")
+    make_base2new(root, base={"dtd": {1: 70.0}}, new={"dtd": {1: 50.0}}, setting=other)
+    status, json_text, _ = run_cli(capsys, root, "--base2new", "--format", "json")
+    assert status == 0
+    settings = json.loads(json_text)["settings"]
+    assert [(s["shots"], s["trainer"], s["cfg"]) for s in settings] == [SETTING, other]  # sorted
+    assert [r["dataset"] for r in settings[0]["rows"]] == ["caltech101", "dtd"]
+    coop = settings[1]
+    assert coop["average"] == {"datasets": ["dtd"], "base": 70.0, "new": 50.0, "hm": hm(70.0, 50.0)}
+    # The CoOp table expects only its own seed (1): nothing of ALIGN's seeds leaks into it.
+    assert coop["missing"] == []
+
+
+def test_base2new_with_no_pair_is_exit_status_1(tmp_path, capsys):
+    root = make_base2new(tmp_path / "base2new", new={})
+    status, out, err = run_cli(capsys, root, "--base2new")
+    assert status == 1
+    assert "only base runs; left out of the average" in out
+    assert err.startswith("parse_test_res.py: error: Nothing found in")
+
+    status, _, err = run_cli(capsys, tmp_path / "nowhere", "--base2new")
+    assert status == 1 and "is not a folder" in err
