@@ -1,0 +1,19 @@
+"""ImageNet-Sketch (datasets.md §2.13): 1000 wnid folders of sketches, test only."""
+from dassl.data.datasets import DATASET_REGISTRY
+
+from . import common
+
+
+@DATASET_REGISTRY.register()
+class ImageNetSketch(common.WnidFolderDataset):
+    dataset_dir = "imagenet-sketch"
+    image_dir = "images"
+    IMAGE_DIR_FIX = (
+        "the ImageNet-Sketch archive unpacks to a folder named sketch/: rename it to images/ "
+        "(see {})".format(common.DOCS)
+    )
+    LAYOUT = """\
+imagenet-sketch/
+    images/<wnid>/*.JPEG             1000 wnid folders (the archive's sketch/ folder, renamed)
+    classnames.txt                   a copy of ImageNet's classnames.txt"""
+    STANDARD_SIZES = {"classes": 1000, "train": 50889, "val": None, "test": 50889}

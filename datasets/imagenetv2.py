@@ -1,0 +1,65 @@
+"""ImageNetV2 matched-frequency (datasets.md §2.12): folder "i" holds label i, test only."""
+import os.path as osp
+import warnings
+
+from dassl.data.datasets import DATASET_REGISTRY
+
+from . import common
+
+NUM_IMAGENET_CLASSES = 1000
+
+
+@DATASET_REGISTRY.register()
+class ImageNetV2(common.ImageNetVariant):
+    """Reads the numeric folders that exist, which must be exactly 0..N-1 (N <= lines of
+    classnames.txt); upstream's loop over 1000 hard-coded folders fails on partial copies.
+    """
+
+    dataset_dir = "imagenetv2"
+    image_dir = "imagenetv2-matched-frequency-format-val"
+    LAYOUT = """\
+imagenetv2/
+    imagenetv2-matched-frequency-format-val/<0..999>/<hash>.jpeg    folder name = label
+    classnames.txt                   a copy of ImageNet's classnames.txt"""
+    STANDARD_SIZES = {"classes": 1000, "train": 10000, "val": None, "test": 10000}
+
+    def read_data(self, classnames):
+        """label i <-> folder "i" <-> line i of classnames.txt (file order)."""
+        classnames_file = osp.join(self.dataset_dir, "classnames.txt")
+        folders = common.subfolders(self.image_dir)
+        for name in folders:
+            if not name.isdigit() or str(int(name)) != name:
+                raise self.context.error(
+                    "class folder {!r} is not a label number".format(name),
+                    osp.join(self.image_dir, name),
+                    "the labels (folder name = label)",
+                    fix="the image folder must hold only the folders 0..999 of the archive",
+                )
+        numbers = set(map(int, folders))
+        num_classes = max(numbers, default=-1) + 1
+        missing = next((i for i in range(num_classes) if i not in numbers), None)
+        if not numbers or missing is not None:
+            raise self.context.error(
+                "the numeric class folders are not 0..N-1: folder {} is missing".format(
+                    0 if missing is None else missing
+                ),
+                osp.join(self.image_dir, str(0 if missing is None else missing)),
+                "the labels (folder name = label)",
+                fix="extract the complete archive (see {})".format(common.DOCS),
+            )
+        names = list(classnames.values())
+        if num_classes > len(names):
+            raise self.context.unknown_class(
+                "folder {}".format(len(names)),
+                classnames_file,
+                "the class name of label {}".format(len(names)),
+            )
+        if num_classes < NUM_IMAGENET_CLASSES:
+            warnings.warn(
+                "ImageNetV2: only the class folders 0..{} of 0..{} exist under {}: loading {} "
+                "classes".format(num_classes - 1, NUM_IMAGENET_CLASSES - 1, self.image_dir, num_classes)
+            )
+        items = []
+        for label in range(num_classes):
+            items += self.read_class_folder(osp.join(self.image_dir, str(label)), label, names[label])
+        return items

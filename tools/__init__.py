@@ -1,0 +1,1 @@
+"""Command-line helpers: dataset checker, toy world, plots (run with python -m tools.<name>)."""
