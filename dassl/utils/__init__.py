@@ -1,4 +1,8 @@
-from .registry import Registry, check_availability
+from .dist import get_rank, get_world_size, is_main_process
+from .logger import setup_logger
+from .meters import AverageMeter, MetricMeter
+from .progress import progress_bar
+from .registry import Registry, UnavailableChoiceError, check_availability
 from .tools import (
     check_isfile,
     collect_env_info,
@@ -9,4 +13,17 @@ from .tools import (
     set_random_seed,
     tolist_if_not,
     write_json,
+)
+from .torchtools import (
+    BEST_MODEL_NAME,
+    UNSAFE_LOAD_ENV,
+    CheckpointNotFoundError,
+    UnsafeCheckpointError,
+    count_num_param,
+    find_model_file,
+    load_checkpoint,
+    load_pretrained_weights,
+    model_file_name,
+    resume_from_checkpoint,
+    save_checkpoint,
 )

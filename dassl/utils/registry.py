@@ -1,7 +1,7 @@
 """Name -> object registries (Dassl's ``dassl.utils.registry``)."""
 import difflib
 
-__all__ = ["Registry", "check_availability"]
+__all__ = ["Registry", "UnavailableChoiceError", "check_availability"]
 
 
 class Registry:
@@ -53,16 +53,24 @@ class Registry:
         return name in self._obj_map
 
 
-def check_availability(requested, available):
-    """Raise a ValueError naming the available choices (and the closest one) if ``requested`` is not among them."""
+class UnavailableChoiceError(ValueError):
+    """A requested name (trainer, dataset, evaluator, ...) is not among the available ones."""
+
+
+def check_availability(requested, available, what=""):
+    """Raise a ValueError naming the available choices (and the closest one) if ``requested`` is not among them.
+
+    ``what`` (e.g. ``"trainer (TRAINER.NAME)"``) prefixes the message with what was looked up.
+    """
     if not isinstance(available, (list, tuple)):
         raise TypeError("available must be a list or tuple, but got {}".format(type(available)))
 
     if requested not in available:
         closest = difflib.get_close_matches(requested, available, n=1, cutoff=0.0)
         closest = closest[0] if closest else ""
-        raise ValueError(
-            "The requested one is expected to belong to {}, but got [{}] (do you mean [{}]?)".format(
-                available, requested, closest
-            )
+        message = "The requested one is expected to belong to {}, but got [{}] (do you mean [{}]?)".format(
+            available, requested, closest
         )
+        if what:
+            message = "Unknown {}: {}".format(what, message)
+        raise UnavailableChoiceError(message)

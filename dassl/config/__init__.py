@@ -1,0 +1,7 @@
+from .defaults import _C as cfg_default
+from .merge import ConfigError, config_keys, merge_config_file, merge_config_opts
+
+
+def get_cfg_default():
+    """A fresh, mutable clone of the default config tree (dassl-api §2.2)."""
+    return cfg_default.clone()

@@ -1,0 +1,1 @@
+from .transforms import AVAI_CHOICES, INTERPOLATION_MODES, SUPPORTED_CHOICES, build_transform

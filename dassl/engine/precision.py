@@ -1,0 +1,89 @@
+"""Numeric precision of a trainer, decided in one place (the ``TRAINER.<METHOD>.PREC`` flags).
+
+``resolve_precision(prec, device)`` turns the flag into a ``Precision``:
+
+==========  ==================  ================  ===========================
+name        weight_dtype        autocast_dtype    grad scaler
+==========  ==================  ================  ===========================
+fp16        float16             None              None (fp16 weights train directly)
+fp32        float32             None              None
+amp         float32             float16           torch.amp.GradScaler on CUDA
+bf16        float32             bfloat16          None
+==========  ==================  ================  ===========================
+
+``weight_dtype`` is the dtype of the frozen backbone and of the learned prompt parameters. On a
+CPU device fp16 and amp fall back to fp32 (CPU half kernels are missing or slow, and CPU autocast
+does not do float16 well), with one printed warning line per flag value and process; bf16 stays
+(CPU autocast supports bfloat16).
+"""
+import contextlib
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+__all__ = ["SUPPORTED_PRECISIONS", "Precision", "resolve_precision"]
+
+SUPPORTED_PRECISIONS = ("fp16", "fp32", "amp", "bf16")
+
+_CPU_FALLBACK = {"fp16": "fp32", "amp": "fp32"}
+_warned_fallbacks = set()
+
+
+@dataclass(frozen=True)
+class Precision:
+    """An effective precision setting (build it with ``resolve_precision``).
+
+    Attributes:
+        name: the effective flag value, one of SUPPORTED_PRECISIONS.
+        weight_dtype: dtype the frozen backbone and the learned parameters are stored in.
+        autocast_dtype: dtype of ``torch.autocast`` regions, or None for no autocast.
+    """
+
+    name: str
+    weight_dtype: torch.dtype
+    autocast_dtype: Optional[torch.dtype]
+
+    def autocast(self, device):
+        """A ``torch.autocast`` context for ``device`` (amp, bf16), or a null context."""
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=torch.device(device).type, dtype=self.autocast_dtype)
+
+    def grad_scaler(self, device):
+        """A ``torch.amp.GradScaler`` for amp on CUDA, else None (no loss scaling needed)."""
+        device = torch.device(device)
+        if self.name == "amp" and device.type == "cuda":
+            return torch.amp.GradScaler(device.type)
+        return None
+
+
+_PRECISIONS = {
+    "fp16": Precision("fp16", torch.float16, None),
+    "fp32": Precision("fp32", torch.float32, None),
+    "amp": Precision("amp", torch.float32, torch.float16),
+    "bf16": Precision("bf16", torch.float32, torch.bfloat16),
+}
+
+
+def resolve_precision(prec, device):
+    """The ``Precision`` to use for the flag value ``prec`` on ``device``.
+
+    Raises:
+        ValueError: ``prec`` is not one of SUPPORTED_PRECISIONS.
+    """
+    if prec not in _PRECISIONS:
+        raise ValueError(
+            "Unknown precision {!r}: expected one of {}".format(prec, ", ".join(SUPPORTED_PRECISIONS))
+        )
+    if torch.device(device).type == "cpu" and prec in _CPU_FALLBACK:
+        fallback = _CPU_FALLBACK[prec]
+        if prec not in _warned_fallbacks:
+            _warned_fallbacks.add(prec)
+            print(
+                "Warning: precision {} is not supported on the CPU; using {} instead".format(
+                    prec, fallback
+                )
+            )
+        prec = fallback
+    return _PRECISIONS[prec]

@@ -1,0 +1,117 @@
+"""The ``Classification`` evaluator (dassl-api §5.9)."""
+import os.path as osp
+from collections import OrderedDict
+
+import numpy as np
+import torch
+from sklearn.metrics import confusion_matrix, f1_score
+
+from dassl.utils import is_main_process, mkdir_if_missing
+
+from .build import EVALUATOR_REGISTRY
+
+__all__ = ["EvaluatorBase", "Classification"]
+
+
+class EvaluatorBase:
+    """Base evaluator: ``reset()``, ``process(mo, gt)`` per batch, ``evaluate()`` at the end."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+    def reset(self):
+        raise NotImplementedError
+
+    def process(self, mo, gt):
+        raise NotImplementedError
+
+    def evaluate(self):
+        raise NotImplementedError
+
+
+@EVALUATOR_REGISTRY.register()
+class Classification(EvaluatorBase):
+    """Accuracy, error rate, macro F1 (and per-class accuracy) of a classifier.
+
+    ``process`` keeps the per-batch predictions on their device; they reach the host once, in
+    ``evaluate``, so evaluation adds no host sync per batch.
+    """
+
+    def __init__(self, cfg, lab2cname=None, **kwargs):
+        super().__init__(cfg)
+        self._lab2cname = lab2cname
+        self._per_class_res = cfg.TEST.PER_CLASS_RESULT
+        if self._per_class_res and lab2cname is None:
+            raise ValueError("TEST.PER_CLASS_RESULT needs lab2cname (label -> class name)")
+        self.reset()
+
+    def reset(self):
+        self._pred_batches = []
+        self._label_batches = []
+
+    def process(self, mo, gt):
+        """Record one batch.
+
+        Args:
+            mo: (B, num_classes) model output (logits or probabilities).
+            gt: (B,) ground-truth labels.
+        """
+        self._pred_batches.append(mo.argmax(dim=1))
+        self._label_batches.append(gt)
+
+    def evaluate(self):
+        """Print the result block and return an OrderedDict (accuracy first, in %)."""
+        y_pred = torch.cat(self._pred_batches).cpu().numpy()
+        y_true = torch.cat(self._label_batches).cpu().numpy()
+        matches = y_pred == y_true
+        correct = int(matches.sum())
+        total = len(y_true)
+
+        acc = 100.0 * correct / total
+        err = 100.0 - acc
+        macro_f1 = 100.0 * f1_score(y_true, y_pred, average="macro", labels=np.unique(y_true))
+        # Accuracy first: trainer.test() returns the first value.
+        results = OrderedDict([("accuracy", acc), ("error_rate", err), ("macro_f1", macro_f1)])
+
+        print(
+            "=> result\n"
+            f"* total: {total:,}\n"
+            f"* correct: {correct:,}\n"
+            f"* accuracy: {acc:.1f}%\n"
+            f"* error: {err:.1f}%\n"
+            f"* macro_f1: {macro_f1:.1f}%"
+        )
+
+        if self._per_class_res:
+            results["perclass_accuracy"] = self._print_per_class(y_true, matches)
+
+        if self.cfg.TEST.COMPUTE_CMAT and is_main_process():
+            # A tensor (not sklearn's ndarray) so that torch.load(weights_only=True) reads it.
+            cmat = torch.from_numpy(confusion_matrix(y_true, y_pred, normalize="true"))
+            mkdir_if_missing(self.cfg.OUTPUT_DIR)
+            save_path = osp.join(self.cfg.OUTPUT_DIR, "cmat.pt")
+            torch.save(cmat, save_path)
+            print(f"Confusion matrix is saved to {save_path}")
+
+        return results
+
+    def _print_per_class(self, y_true, matches):
+        """Print one line per label and return the mean per-class accuracy (%)."""
+        print("=> per-class result")
+        accs = []
+        for label in np.unique(y_true):
+            class_matches = matches[y_true == label]
+            total = len(class_matches)
+            correct = int(class_matches.sum())
+            acc = 100.0 * correct / total
+            accs.append(acc)
+            classname = self._lab2cname[label]
+            print(
+                f"* class: {label} ({classname})\t"
+                f"total: {total:,}\t"
+                f"correct: {correct:,}\t"
+                f"acc: {acc:.1f}%"
+            )
+        mean_acc = np.mean(accs)
+        print(f"* average: {mean_acc:.1f}%")
+        return mean_acc

@@ -1,0 +1,104 @@
+"""``build_optimizer`` (dassl-api §5.6)."""
+import warnings
+
+import torch
+import torch.nn as nn
+
+__all__ = ["AVAI_OPTIMS", "build_optimizer"]
+
+AVAI_OPTIMS = ["adam", "amsgrad", "sgd", "rmsprop", "adamw"]
+
+
+def _staged_param_groups(model, optim_cfg):
+    """Two groups: the ``NEW_LAYERS`` children at LR, all other children at LR * BASE_LR_MULT."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(
+            "When OPTIM.STAGED_LR is True, the model given to build_optimizer() must be an "
+            "nn.Module, got {}".format(type(model))
+        )
+    if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+        model = model.module
+
+    new_layers = optim_cfg.NEW_LAYERS
+    if isinstance(new_layers, str):
+        new_layers = [new_layers]
+    if not new_layers:
+        warnings.warn("OPTIM.STAGED_LR is True but OPTIM.NEW_LAYERS is empty: every layer gets the base lr")
+    children = [name for name, _ in model.named_children()]
+    unknown = [name for name in new_layers if name not in children]
+    if unknown:
+        raise ValueError(
+            "OPTIM.NEW_LAYERS names {}, which are not top-level children of the model "
+            "(children: {})".format(unknown, children)
+        )
+
+    base_params, new_params = [], []
+    for name, module in model.named_children():
+        if name in new_layers:
+            new_params.extend(module.parameters())
+        else:
+            base_params.extend(module.parameters())
+
+    return [
+        {"params": base_params, "lr": optim_cfg.LR * optim_cfg.BASE_LR_MULT},
+        {"params": new_params},
+    ]
+
+
+def build_optimizer(model, optim_cfg, param_groups=None):
+    """Build the optimizer named by ``optim_cfg.NAME``.
+
+    Args:
+        model (nn.Module or iterable): the model, or an iterable of parameters / param groups.
+        optim_cfg (CfgNode): the ``OPTIM`` config node.
+        param_groups (list, optional): used as is when given.
+
+    Frozen parameters are handed to the optimizer too; their grad stays None, so steps skip them.
+    """
+    optim = optim_cfg.NAME
+    if optim not in AVAI_OPTIMS:
+        raise ValueError(
+            "OPTIM.NAME must be one of {}, but got {!r} (Dassl's radam is not implemented)".format(
+                AVAI_OPTIMS, optim
+            )
+        )
+
+    if param_groups is not None and optim_cfg.STAGED_LR:
+        warnings.warn(
+            "OPTIM.STAGED_LR will be ignored as the param_groups given to build_optimizer() are used"
+        )
+
+    if param_groups is None:
+        if optim_cfg.STAGED_LR:
+            param_groups = _staged_param_groups(model, optim_cfg)
+        elif isinstance(model, nn.Module):
+            param_groups = model.parameters()
+        else:
+            param_groups = model
+
+    lr = optim_cfg.LR
+    weight_decay = optim_cfg.WEIGHT_DECAY
+    betas = (optim_cfg.ADAM_BETA1, optim_cfg.ADAM_BETA2)
+
+    if optim in ("adam", "amsgrad"):
+        return torch.optim.Adam(
+            param_groups, lr=lr, weight_decay=weight_decay, betas=betas, amsgrad=optim == "amsgrad"
+        )
+    if optim == "sgd":
+        return torch.optim.SGD(
+            param_groups,
+            lr=lr,
+            momentum=optim_cfg.MOMENTUM,
+            weight_decay=weight_decay,
+            dampening=optim_cfg.SGD_DAMPNING,
+            nesterov=optim_cfg.SGD_NESTEROV,
+        )
+    if optim == "rmsprop":
+        return torch.optim.RMSprop(
+            param_groups,
+            lr=lr,
+            momentum=optim_cfg.MOMENTUM,
+            weight_decay=weight_decay,
+            alpha=optim_cfg.RMSPROP_ALPHA,
+        )
+    return torch.optim.AdamW(param_groups, lr=lr, weight_decay=weight_decay, betas=betas)

@@ -1,0 +1,96 @@
+"""Copy everything printed to stdout into ``OUTPUT_DIR/log.txt`` (Dassl's ``setup_logger``).
+
+stderr is not captured (as upstream): progress bars, warnings and tracebacks stay out of the log.
+"""
+import os
+import os.path as osp
+import sys
+import time
+
+from tqdm import tqdm
+
+from .dist import is_main_process
+from .tools import mkdir_if_missing
+
+__all__ = ["Logger", "setup_logger"]
+
+
+class Logger:
+    """Tee: writes every message to the console stream and to a log file.
+
+    Complete lines reach the console through ``tqdm.external_write_mode``, so a progress bar
+    drawn on the same terminal (stderr) is cleared before the line and redrawn after it; a
+    partial line is held back until its newline (or a flush) so that a redraw cannot overwrite it.
+
+    The console stream is never closed (dassl-api §9.18): ``close()`` closes only the file.
+
+    Args:
+        fpath (str): log file, opened with "w" after its folder is created.
+        console: the stream to copy to (default: the current ``sys.stdout``).
+    """
+
+    def __init__(self, fpath, console=None):
+        self.console = console if console is not None else sys.stdout
+        mkdir_if_missing(osp.dirname(osp.abspath(fpath)))
+        self.file = open(fpath, "w")
+        self._pending = ""
+
+    def write(self, msg):
+        if not self.file.closed:
+            self.file.write(msg)
+        self._pending += msg
+        if "\n" in self._pending:
+            lines, _, self._pending = self._pending.rpartition("\n")
+            # Bars are drawn on stderr; the console shares that terminal (see the class doc).
+            with tqdm.external_write_mode(file=sys.stderr):
+                self.console.write(lines + "\n")
+
+    def flush(self):
+        if self._pending:
+            self.console.write(self._pending)
+            self._pending = ""
+        self.console.flush()
+        if not self.file.closed:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+
+    def close(self):
+        """Flush and close the log file; the console stays open."""
+        self.flush()
+        self.file.close()
+
+    def __getattr__(self, name):
+        # isatty(), fileno(), encoding ... are the console's.
+        console = self.__dict__.get("console")
+        if console is None:
+            raise AttributeError(name)
+        return getattr(console, name)
+
+
+def setup_logger(output=None):
+    """Tee ``sys.stdout`` into a log file.
+
+    Args:
+        output (str or None): None does nothing. A path ending in ``.txt`` or ``.log`` is the log
+            file; any other path is a folder and the file is ``output/log.txt``. An existing file
+            is never overwritten: the new one gets the suffix ``-%Y-%m-%d-%H-%M-%S``.
+
+    Only the main process writes a log file (the seam for distributed runs, ``dassl.utils.dist``).
+    """
+    if output is None or not is_main_process():
+        return
+
+    if output.endswith(".txt") or output.endswith(".log"):
+        fpath = output
+    else:
+        fpath = osp.join(output, "log.txt")
+
+    if osp.exists(fpath):
+        fpath += time.strftime("-%Y-%m-%d-%H-%M-%S")
+
+    console = sys.stdout
+    if isinstance(console, Logger):
+        # A second setup (another run in the same process) replaces the tee, not stacks on it.
+        console.close()
+        console = console.console
+    sys.stdout = Logger(fpath, console)

@@ -1,0 +1,239 @@
+"""Train or evaluate a registered trainer on a registered dataset (the CoOp/MaPLe command line).
+
+    python train.py --root DATA --seed 1 --trainer ALIGN \
+        --dataset-config-file configs/datasets/oxford_pets.yaml \
+        --config-file configs/trainers/ALIGN/<recipe>.yaml \
+        --output-dir output/... DATASET.NUM_SHOTS 16 DATASET.SUBSAMPLE_CLASSES base
+
+Config merge order: engine defaults, extend_cfg, the dataset YAML, the method YAML, the flags
+(reset_cfg), then the KEY VALUE opts. Nothing is overridden after that (in particular no epoch
+override, unlike the official ALIGN train.py). Expected user errors (unknown trainer, dataset or
+config key, missing config file or model file, bad dataset layout) are printed without a traceback
+and exit with status 1.
+"""
+import argparse
+import sys
+
+import torch
+from yacs.config import CfgNode as CN
+
+import datasets  # noqa: F401  (registers the datasets)
+import trainers  # noqa: F401  (registers the trainers)
+from dassl.config import ConfigError, get_cfg_default, merge_config_file, merge_config_opts
+from dassl.data.datasets import DatasetLayoutError
+from dassl.engine import build_trainer
+from dassl.utils import (
+    CheckpointNotFoundError,
+    UnavailableChoiceError,
+    UnsafeCheckpointError,
+    collect_env_info,
+    find_model_file,
+    set_random_seed,
+    setup_logger,
+)
+
+
+class CommandLineError(ValueError):
+    """Flags that do not make sense together."""
+
+
+# Errors caused by the user's input: printed as one message, exit status 1, no traceback.
+USER_ERRORS = (
+    CommandLineError,
+    ConfigError,
+    UnavailableChoiceError,
+    CheckpointNotFoundError,
+    UnsafeCheckpointError,
+    DatasetLayoutError,
+)
+
+
+def print_args(args, cfg):
+    print("***************")
+    print("** Arguments **")
+    print("***************")
+    for key in sorted(vars(args)):
+        print("{}: {}".format(key, getattr(args, key)))
+    print("************")
+    print("** Config **")
+    print("************")
+    print(cfg)
+
+
+def reset_cfg(cfg, args):
+    """Copy the flags that were given into the config."""
+    if args.root:
+        cfg.DATASET.ROOT = args.root
+    if args.output_dir:
+        cfg.OUTPUT_DIR = args.output_dir
+    if args.resume:
+        cfg.RESUME = args.resume
+    if args.seed != -1:  # --seed 0 is a seed (dassl-api §9.12)
+        cfg.SEED = args.seed
+    if args.source_domains:
+        cfg.DATASET.SOURCE_DOMAINS = args.source_domains
+    if args.target_domains:
+        cfg.DATASET.TARGET_DOMAINS = args.target_domains
+    if args.transforms:
+        cfg.INPUT.TRANSFORMS = args.transforms
+    if args.trainer:
+        cfg.TRAINER.NAME = args.trainer
+    if args.backbone:
+        cfg.MODEL.BACKBONE.NAME = args.backbone
+    if args.head:
+        cfg.MODEL.HEAD.NAME = args.head
+
+
+def extend_cfg(cfg):
+    """Add the method config nodes (dassl-api §2.3) and DATASET.SUBSAMPLE_CLASSES.
+
+    To add a method, add one more ``cfg.TRAINER.<NAME> = CN()`` block with a comment per key.
+    """
+    # CoOp: learned context words shared by all class prompts.
+    cfg.TRAINER.COOP = CN()
+    cfg.TRAINER.COOP.N_CTX = 16  # context length (learned tokens per prompt)
+    cfg.TRAINER.COOP.CSC = False  # True: one context per class
+    cfg.TRAINER.COOP.CTX_INIT = ""  # words that initialise the context ("" = random)
+    cfg.TRAINER.COOP.PREC = "fp16"  # fp16, fp32, amp or bf16 (dassl.engine.precision)
+    cfg.TRAINER.COOP.CLASS_TOKEN_POSITION = "end"  # class name position: end, middle or front
+
+    # CoCoOp: CoOp context plus an image-conditioned shift.
+    cfg.TRAINER.COCOOP = CN()
+    cfg.TRAINER.COCOOP.N_CTX = 16  # context length
+    cfg.TRAINER.COCOOP.CTX_INIT = ""  # words that initialise the context ("" = random)
+    cfg.TRAINER.COCOOP.PREC = "fp16"  # fp16, fp32, amp or bf16
+
+    # MaPLe: coupled text and vision prompts (16 here as in the official ALIGN code; MaPLe's own
+    # train.py says 2, which its YAMLs set anyway).
+    cfg.TRAINER.MAPLE = CN()
+    cfg.TRAINER.MAPLE.N_CTX = 16  # prompt length
+    cfg.TRAINER.MAPLE.CTX_INIT = "a photo of a"  # words that initialise the text prompt
+    cfg.TRAINER.MAPLE.PREC = "fp16"  # fp16, fp32, amp or bf16
+    cfg.TRAINER.MAPLE.PROMPT_DEPTH = 9  # layers that get prompts (1 = input layer only)
+
+    # IVLP: independent text and vision prompts.
+    cfg.TRAINER.IVLP = CN()
+    cfg.TRAINER.IVLP.N_CTX_VISION = 2  # vision prompt length
+    cfg.TRAINER.IVLP.N_CTX_TEXT = 2  # text prompt length
+    cfg.TRAINER.IVLP.CTX_INIT = "a photo of a"  # words that initialise the text prompt
+    cfg.TRAINER.IVLP.PREC = "fp16"  # fp16, fp32, amp or bf16
+    cfg.TRAINER.IVLP.PROMPT_DEPTH_VISION = 9  # vision layers that get prompts
+    cfg.TRAINER.IVLP.PROMPT_DEPTH_TEXT = 9  # text layers that get prompts
+
+    # VPT: vision prompts only.
+    cfg.TRAINER.VPT = CN()
+    cfg.TRAINER.VPT.N_CTX_VISION = 2  # vision prompt length
+    cfg.TRAINER.VPT.CTX_INIT = "a photo of a"  # words for the fixed text prompt
+    cfg.TRAINER.VPT.PREC = "fp16"  # fp16, fp32, amp or bf16
+    cfg.TRAINER.VPT.PROMPT_DEPTH_VISION = 1  # vision layers that get prompts (1 = shallow VPT)
+
+    # MMP: the official ALIGN code's keys (multi-mode prompts aligned by optimal transport).
+    cfg.TRAINER.MMP = CN()
+    cfg.TRAINER.MMP.N_CTX = 2  # prompt length
+    cfg.TRAINER.MMP.CTX_INIT = "a photo of a"  # words that initialise the text prompts
+    cfg.TRAINER.MMP.PREC = "fp16"  # fp16, fp32, amp or bf16
+    cfg.TRAINER.MMP.TEXT_PROMPT_DEPTH = 1  # text layers that get prompts
+    cfg.TRAINER.MMP.VISION_PROMPT_DEPTH = 1  # never read by the official code; kept for its YAMLs
+    cfg.TRAINER.MMP.TEXT_PROMPT_NUMBER = 4  # number of text prompts (T)
+    cfg.TRAINER.MMP.VISION_PROMPT_NUMBER = 4  # number of vision prompts (V)
+    cfg.TRAINER.MMP.HIERARCHICAL = True  # token-level OT inside the prompt-level OT
+    cfg.TRAINER.MMP.USECT = True  # the official default (its branch is broken upstream, §9.22)
+
+    cfg.DATASET.SUBSAMPLE_CLASSES = "all"  # all, base or new
+
+
+def setup_cfg(args):
+    """Build the frozen config: defaults, extend_cfg, dataset YAML, method YAML, flags, opts."""
+    cfg = get_cfg_default()
+    extend_cfg(cfg)
+    if args.dataset_config_file:
+        merge_config_file(cfg, args.dataset_config_file)
+    if args.config_file:
+        merge_config_file(cfg, args.config_file)
+    reset_cfg(cfg, args)
+    merge_config_opts(cfg, args.opts)
+    cfg.freeze()
+    return cfg
+
+
+def check_model_files(trainer, model_dir, epoch):
+    """Fail early, naming what exists, when an --eval-only model file is missing."""
+    if not model_dir:
+        if epoch is not None:
+            raise CommandLineError("--load-epoch {} needs --model-dir".format(epoch))
+        return
+    for name in trainer.get_model_names():
+        find_model_file(model_dir, name, epoch)
+
+
+def main(args):
+    cfg = setup_cfg(args)
+    # The logger first, so that the seed line reaches log.txt (dassl-api §9.12).
+    setup_logger(cfg.OUTPUT_DIR)
+    if cfg.SEED >= 0:
+        print("Setting fixed seed: {}".format(cfg.SEED))
+        set_random_seed(cfg.SEED)
+    if torch.cuda.is_available() and cfg.USE_CUDA:
+        torch.backends.cudnn.benchmark = True
+
+    print_args(args, cfg)
+    print("Effective OPTIM.MAX_EPOCH: {}".format(cfg.OPTIM.MAX_EPOCH))
+    print("Collecting env info ...")
+    print("** System info **\n{}\n".format(collect_env_info()))
+
+    trainer = build_trainer(cfg)
+
+    if args.eval_only:
+        check_model_files(trainer, args.model_dir, args.load_epoch)
+        trainer.load_model(args.model_dir, epoch=args.load_epoch)
+        trainer.test()
+        return
+
+    if not args.no_train:
+        trainer.train()
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--root", type=str, default="", help="path to dataset")
+    parser.add_argument("--output-dir", type=str, default="", help="output directory")
+    parser.add_argument(
+        "--resume", type=str, default="", help="checkpoint directory (from which the training resumes)"
+    )
+    parser.add_argument("--seed", type=int, default=-1, help="only non-negative values enable a fixed seed")
+    parser.add_argument("--source-domains", type=str, nargs="+", help="source domains for DA/DG")
+    parser.add_argument("--target-domains", type=str, nargs="+", help="target domains for DA/DG")
+    parser.add_argument("--transforms", type=str, nargs="+", help="data augmentation methods")
+    parser.add_argument("--config-file", type=str, default="", help="path to config file")
+    parser.add_argument(
+        "--dataset-config-file", type=str, default="", help="path to config file for dataset setup"
+    )
+    parser.add_argument("--trainer", type=str, default="", help="name of trainer")
+    parser.add_argument("--backbone", type=str, default="", help="name of CNN backbone")
+    parser.add_argument("--head", type=str, default="", help="name of head")
+    parser.add_argument("--eval-only", action="store_true", help="evaluation only")
+    parser.add_argument(
+        "--model-dir", type=str, default="", help="load model from this directory for eval-only mode"
+    )
+    parser.add_argument("--load-epoch", type=int, help="load model weights at this epoch for evaluation")
+    parser.add_argument("--no-train", action="store_true", help="do not call trainer.train()")
+    parser.add_argument(
+        "opts", default=None, nargs=argparse.REMAINDER, help="modify config options using the command-line"
+    )
+    return parser
+
+
+def run(argv=None):
+    """Parse ``argv`` and run ``main``; return the exit status (1 for a user error, printed cleanly)."""
+    args = build_parser().parse_args(argv)
+    try:
+        main(args)
+    except USER_ERRORS as e:
+        sys.stdout.flush()
+        print("Error: {}".format(e), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run())
