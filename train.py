@@ -19,6 +19,7 @@ from yacs.config import CfgNode as CN
 
 import datasets  # noqa: F401  (registers the datasets)
 import trainers  # noqa: F401  (registers the trainers)
+from clip import CLIPWeightsError
 from dassl.config import ConfigError, get_cfg_default, merge_config_file, merge_config_opts
 from dassl.data.datasets import DatasetLayoutError
 from dassl.engine import build_trainer
@@ -31,6 +32,7 @@ from dassl.utils import (
     set_random_seed,
     setup_logger,
 )
+from trainers.align import add_align_config
 
 
 class CommandLineError(ValueError):
@@ -45,6 +47,7 @@ USER_ERRORS = (
     CheckpointNotFoundError,
     UnsafeCheckpointError,
     DatasetLayoutError,
+    CLIPWeightsError,
 )
 
 
@@ -139,6 +142,10 @@ def extend_cfg(cfg):
     cfg.TRAINER.MMP.HIERARCHICAL = True  # token-level OT inside the prompt-level OT
     cfg.TRAINER.MMP.USECT = True  # the official default (its branch is broken upstream, §9.22)
 
+    # ALIGN: this project's trainer; its node (the official MMP keys with the shipped recipe's
+    # values, plus the OT switches) is defined next to the method, in trainers/align.py.
+    add_align_config(cfg)
+
     cfg.DATASET.SUBSAMPLE_CLASSES = "all"  # all, base or new
 
 
@@ -230,7 +237,8 @@ def run(argv=None):
         main(args)
     except USER_ERRORS as e:
         sys.stdout.flush()
-        print("Error: {}".format(e), file=sys.stderr)
+        # stdout, so that the message also reaches log.txt when the logger is set up
+        print("Error: {}".format(e))
         return 1
     return 0
 

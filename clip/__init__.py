@@ -4,5 +4,5 @@
 code may also use `from clip import clip` (the loading module: clip._MODELS, clip._download).
 """
 
-from .clip import _MODELS, _download, available_models, load, tokenize
+from .clip import _MODELS, CLIPWeightsError, _download, available_models, load, tokenize
 from .model import CLIP, build_model, convert_weights

@@ -39,6 +39,12 @@ IMAGE_STD = (0.26862954, 0.26130258, 0.27577711)
 _CHUNK_BYTES = 1 << 20
 
 
+
+class CLIPWeightsError(RuntimeError):
+    """CLIP weights that cannot be used: unknown name, failed download (offline), wrong SHA256,
+    or a file that is not a CLIP checkpoint. The message says which file and what to do."""
+
+
 def available_models():
     """Names accepted by `load` (besides local file paths)."""
     return list(_MODELS)
@@ -114,14 +120,14 @@ def _download(url, root=None):
             output.close()
             os.remove(partial)
             reason = getattr(error, "reason", error)
-            raise RuntimeError(
+            raise CLIPWeightsError(
                 f"Could not download {url} ({reason}).\nTo run offline, put the file {filename} "
                 f"(SHA256 {expected_sha256}) at {os.path.abspath(target)}; the cache directory is "
                 f"${CACHE_DIR_ENV} if set, else ~/.cache/clip. Or pass the path of a local checkpoint "
                 f"file instead of the model name (clip.load(path), config MODEL.BACKBONE.PATH).") from None
     if digest.hexdigest() != expected_sha256:
         os.remove(partial)
-        raise RuntimeError(f"SHA256 mismatch for {filename} downloaded from {url} to {target}: "
+        raise CLIPWeightsError(f"SHA256 mismatch for {filename} downloaded from {url} to {target}: "
                            f"expected {expected_sha256}, got {digest.hexdigest()} (file deleted)")
     os.replace(partial, target)
     stat = os.stat(target)
@@ -149,15 +155,15 @@ def read_state_dict(path):
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for files it cannot read
-        raise ValueError(f"{path}: not a TorchScript archive nor a state dict readable by "
+        raise CLIPWeightsError(f"{path}: not a TorchScript archive nor a state dict readable by "
                          f"torch.load(weights_only=True): {error}") from None
     if isinstance(checkpoint, dict) and isinstance(checkpoint.get("state_dict"), dict):
         checkpoint = checkpoint["state_dict"]
     if not isinstance(checkpoint, dict):
-        raise ValueError(f"{path}: expected a state dict (a dict of tensors, possibly under 'state_dict'), "
+        raise CLIPWeightsError(f"{path}: expected a state dict (a dict of tensors, possibly under 'state_dict'), "
                          f"got {type(checkpoint).__name__}")
     if not all(isinstance(value, torch.Tensor) for value in checkpoint.values()):
-        raise ValueError(f"{path}: expected a state dict (a dict of tensors, possibly under 'state_dict'), "
+        raise CLIPWeightsError(f"{path}: expected a state dict (a dict of tensors, possibly under 'state_dict'), "
                          f"got dict with keys {list(checkpoint)[:5]}")
     if checkpoint and all(key.startswith("module.") for key in checkpoint):
         checkpoint = {key[len("module."):]: value for key, value in checkpoint.items()}
@@ -199,7 +205,7 @@ def load(name_or_path, device=None, jit=False, download_root=None, *, vision_hea
     elif os.path.isfile(name_or_path):
         path = name_or_path
     else:
-        raise ValueError(f"{name_or_path!r} is neither a model name ({', '.join(available_models())}) "
+        raise CLIPWeightsError(f"{name_or_path!r} is neither a model name ({', '.join(available_models())}) "
                          f"nor an existing checkpoint file")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = build_model(read_state_dict(path), vision_heads=vision_heads, quick_gelu=quick_gelu).to(device)

@@ -6,11 +6,12 @@
   uses its test split as val, as ImageNet does.
 - ``ToyLinearProbe`` (registered trainer) trains a linear layer on the raw pixels through the
   engine's public hooks only, as a Dassl trainer file would, and records the lr of each epoch.
-- ``toy_argv(...)`` builds a train.py command line for them.
+- ``toy_argv(...)`` builds a train.py command line for them; ``run_train_py(argv)`` runs it in-process.
 """
 import math
 import os
 import os.path as osp
+import sys
 
 import numpy as np
 import torch.nn as nn
@@ -21,6 +22,7 @@ from dassl.data.datasets import DATASET_REGISTRY, DatasetBase, DatasetLayoutErro
 from dassl.engine import TRAINER_REGISTRY, TrainerX
 from dassl.metrics import compute_accuracy
 from dassl.optim import build_lr_scheduler, build_optimizer
+from dassl.utils.logger import Logger
 
 CLASSNAMES = ["red", "green", "blue"]
 SPLIT_SIZES = {"train": 4, "val": 2, "test": 3}  # images per class
@@ -132,6 +134,23 @@ class ToyLinearProbe(TrainerX):
         super().after_epoch()
         if self.epoch + 1 == ToyLinearProbe.interrupt_after_epoch:
             raise ToyInterrupt(self.epoch + 1)
+
+
+def run_train_py(argv):
+    """Run train.py's main path in-process and return its exit status.
+
+    The stdout tee that train.py installs is closed afterwards (which flushes log.txt) and the
+    previous stdout restored, so that later tests print normally.
+    """
+    import train
+
+    original_stdout = sys.stdout
+    try:
+        return train.run(argv)
+    finally:
+        if isinstance(sys.stdout, Logger):
+            sys.stdout.close()
+        sys.stdout = original_stdout
 
 
 def toy_argv(root, output_dir, *opts, extra_flags=()):

@@ -70,15 +70,15 @@ def test_cpu_load_of_fp16_checkpoint_is_fp32(tmp_path):
 def test_bad_arguments_and_files_are_reported(tmp_path):
     with pytest.raises(ValueError, match="jit=True is not supported"):
         clip.load("ViT-B/16", jit=True)
-    with pytest.raises(ValueError, match=r"'ViT-Q/99' is neither a model name \(RN50, .*ViT-L/14@336px\) nor an existing"):
+    with pytest.raises(clip.CLIPWeightsError, match=r"'ViT-Q/99' is neither a model name \(RN50, .*ViT-L/14@336px\) nor an existing"):
         clip.load("ViT-Q/99")
     not_a_checkpoint = tmp_path / "notes.pt"
     not_a_checkpoint.write_text("hello")
-    with pytest.raises(ValueError, match="notes.pt: not a TorchScript archive nor a state dict"):
+    with pytest.raises(clip.CLIPWeightsError, match="notes.pt: not a TorchScript archive nor a state dict"):
         clip.load(str(not_a_checkpoint))
     optimizer_only = tmp_path / "optimizer.pt"
     torch.save({"lr": 0.1, "step": 3}, optimizer_only)
-    with pytest.raises(ValueError, match=r"optimizer.pt: expected a state dict .* got dict with keys \['lr', 'step'\]"):
+    with pytest.raises(clip.CLIPWeightsError, match=r"optimizer.pt: expected a state dict .* got dict with keys \['lr', 'step'\]"):
         clip.load(str(optimizer_only))
 
 
@@ -139,7 +139,7 @@ def test_changed_cached_file_is_rehashed_and_downloaded_again(tmp_path, monkeypa
 def test_wrong_hash_after_download_is_reported(tmp_path, monkeypatch):
     serve(monkeypatch, b"tampered bytes")
     url = url_for(b"expected bytes")
-    with pytest.raises(RuntimeError) as error:
+    with pytest.raises(clip.CLIPWeightsError) as error:
         clip._download(url, root=str(tmp_path))
     message = str(error.value)
     assert "SHA256 mismatch for Tiny.pt" in message and str(tmp_path / "Tiny.pt") in message
@@ -155,7 +155,7 @@ def test_offline_without_the_file_says_which_file_to_put_where(tmp_path, monkeyp
     monkeypatch.setattr(urllib.request, "urlopen", offline)
     monkeypatch.setenv("CLIP_CACHE_DIR", str(tmp_path / "cache"))
     url = clip._MODELS["ViT-B/16"]
-    with pytest.raises(RuntimeError) as error:
+    with pytest.raises(clip.CLIPWeightsError) as error:
         clip.load("ViT-B/16", device="cpu")
     message = str(error.value)
     assert f"Could not download {url} ([Errno -3] Temporary failure in name resolution)" in message

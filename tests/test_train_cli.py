@@ -11,8 +11,8 @@ import torch
 
 import train
 from dassl.utils import collect_env_info
-from dassl.utils import logger as logger_module
 from tests.engine_toys import (
+    run_train_py,
     ALIGN_OPTIM_OPTS,
     CLASSNAMES,
     SPLIT_SIZES,
@@ -61,15 +61,9 @@ def run(monkeypatch):
     """
     monkeypatch.setattr(train, "collect_env_info", lambda: "<environment report>")
     monkeypatch.setattr(ToyLinearProbe, "instances", [])
-    original_stdout = sys.stdout
 
     def _run(argv):
-        try:
-            status = train.run(argv)
-        finally:
-            if isinstance(sys.stdout, logger_module.Logger):
-                sys.stdout.close()
-            sys.stdout = original_stdout
+        status = run_train_py(argv)
         return status, (ToyLinearProbe.instances[-1] if ToyLinearProbe.instances else None)
 
     return _run
@@ -312,8 +306,11 @@ def test_eval_only_reads_an_old_checkpoint_without_val_result(run, data_root, tr
 def expect_error(run, capsys, argv):
     status, _ = run(argv)
     assert status == 1
-    err = capsys.readouterr().err
-    assert err.startswith("Error: ") and "Traceback" not in err
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err + captured.out
+    # The message goes to stdout (and so to log.txt once the logger exists), as its last line.
+    err = captured.out.rstrip("\n").rsplit("\n", 1)[-1] + "\n"
+    assert err.startswith("Error: ")
     return err
 
 
@@ -372,6 +369,7 @@ def test_load_epoch_without_model_dir_is_an_error(run, data_root, tmp_path, caps
 def test_dataset_layout_error_is_printed_cleanly(run, tmp_path, capsys):
     err = expect_error(run, capsys, toy_argv(tmp_path / "no_data", tmp_path / "out"))
     assert "ToyColors: folder not found" in err and str(tmp_path / "no_data") in err
+    assert "Error: ToyColors: folder not found" in (tmp_path / "out" / "log.txt").read_text()
 
 
 def test_cli_process_exits_with_status_1_without_traceback(tmp_path):
@@ -383,7 +381,8 @@ def test_cli_process_exits_with_status_1_without_traceback(tmp_path):
         text=True,
     )
     assert result.returncode == 1
-    assert result.stderr == f'Error: Config file not found: "{missing}"\n'
+    assert "Traceback" not in result.stderr
+    assert result.stdout.endswith(f'Error: Config file not found: "{missing}"\n')
 
 
 # ---------------------------------------------------------------------------- config and seed

@@ -1,0 +1,227 @@
+"""The ALIGN trainer through the engine: training, evaluation cache, checkpoints, configs, errors."""
+import glob
+import os.path as osp
+
+import pytest
+import torch
+
+import train
+from dassl.config import ConfigError
+from dassl.data import build_data_loader
+from dassl.data.transforms import build_transform
+from dassl.engine import build_trainer
+from tests.engine_toys import make_toy_images, run_train_py
+from tests.tiny_clip import save_tiny_clip
+from trainers.align import ALIGNCLIP, ALIGNSettings, LEARNER_NAME
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    return str(make_toy_images(str(tmp_path_factory.mktemp("data"))))
+
+
+@pytest.fixture(scope="module")
+def clip_path(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("clip") / "tiny_clip.pt")
+    save_tiny_clip(path, seed=1, vision_layers=3, transformer_layers=3)
+    return path
+
+
+def align_argv(data_root, output_dir, clip_path, *opts, trainer="ALIGN", node="ALIGN", extra_flags=()):
+    """train.py arguments for ALIGN on the engine's ToyColors images with a tiny CLIP (CPU, fp32)."""
+    return [
+        "--root", data_root, "--output-dir", str(output_dir), "--trainer", trainer, "--seed", "1",
+        *extra_flags,
+        "DATASET.NAME", "ToyColors", "USE_CUDA", "False", "INPUT.SIZE", "(32, 32)",
+        "INPUT.TRANSFORMS", "['normalize']", "DATALOADER.NUM_WORKERS", "0",
+        "DATALOADER.TRAIN_X.BATCH_SIZE", "4", "DATALOADER.TEST.BATCH_SIZE", "4",
+        "OPTIM.NAME", "sgd", "OPTIM.LR", "0.05", "OPTIM.MAX_EPOCH", "8", "TRAIN.PRINT_FREQ", "100",
+        "MODEL.BACKBONE.PATH", clip_path,
+        f"TRAINER.{node}.PREC", "fp32", f"TRAINER.{node}.TEXT_PROMPT_DEPTH", "3",
+        f"TRAINER.{node}.TEXT_PROMPT_NUMBER", "2", f"TRAINER.{node}.VISION_PROMPT_NUMBER", "2",
+        *opts,
+    ]
+
+
+def build(argv):
+    cfg = train.setup_cfg(train.build_parser().parse_args(argv))
+    return build_trainer(cfg)
+
+
+@torch.no_grad()
+def accuracy_on(trainer, data_source):
+    """Top-1 accuracy (%) of the trainer's model on ``data_source`` with the test transform."""
+    loader = build_data_loader(trainer.cfg, data_source=data_source, batch_size=4,
+                               tfm=build_transform(trainer.cfg, is_train=False), is_train=False)
+    correct = total = 0
+    with trainer.model.cached_text_features():
+        for batch in loader:
+            image, label = trainer.parse_batch_test(batch)
+            correct += (trainer.model_inference(image).argmax(1) == label).sum().item()
+            total += label.numel()
+    return 100.0 * correct / total
+
+
+@pytest.fixture(scope="module")
+def trained(data_root, clip_path, tmp_path_factory):
+    """An ALIGN run of 8 epochs; returns (trainer, output_dir, losses, accuracy before training)."""
+    output_dir = tmp_path_factory.mktemp("align_run")
+    trainer = build(align_argv(data_root, output_dir, clip_path))
+    accuracy_before = accuracy_on(trainer, trainer.dm.dataset.train_x)
+    losses = []
+    step = trainer.forward_backward
+
+    def recorded_step(batch):
+        summary = step(batch)
+        losses.append(summary["loss"])
+        return summary
+
+    trainer.forward_backward = recorded_step
+    trainer.train()
+    return trainer, output_dir, losses, accuracy_before
+
+
+def test_training_lowers_the_loss_and_raises_training_accuracy(trained):
+    trainer, _, losses, accuracy_before = trained
+    batches = trainer.num_batches
+    first, last = losses[:batches], losses[-batches:]
+    assert sum(last) / batches < 0.7 * sum(first) / batches
+    accuracy_after = accuracy_on(trainer, trainer.dm.dataset.train_x)
+    assert accuracy_after > accuracy_before and accuracy_after >= 90
+
+
+def test_checkpoint_holds_only_the_learned_prompts_and_round_trips(trained, data_root, clip_path, tmp_path):
+    trainer, output_dir, _, _ = trained
+    path = osp.join(output_dir, LEARNER_NAME, "model.pth.tar-8")
+    checkpoint = torch.load(path, weights_only=True)
+    learned = {name for name, _ in trainer.model.prompt_learner.named_parameters()}
+    assert set(checkpoint["state_dict"]) == learned
+    assert osp.getsize(path) < 200_000  # prompts only, not the frozen CLIP
+
+    fresh = build(align_argv(data_root, tmp_path, clip_path, extra_flags=["--eval-only"]))
+    fresh.load_model(str(output_dir), epoch=8)
+    image = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(fresh.model(image), trainer.model(image), rtol=0, atol=0)
+
+
+def test_learned_prompts_transfer_to_other_classes(trained, clip_path):
+    """Base-to-new: the checkpoint has no class-dependent entry, so it loads for new class names."""
+    trainer, _, _, _ = trained
+    state = trainer.model.prompt_learner.state_dict()
+    other = ALIGNCLIP(trainer.settings, ["violet", "orange", "cyan", "black"], trainer.model.clip)
+    other.prompt_learner.load_state_dict(state)  # strict
+    assert other(torch.randn(2, 3, 32, 32)).shape == (2, 4)
+
+
+def test_official_full_model_checkpoint_loads(trained, data_root, clip_path, tmp_path, capsys):
+    trainer, _, _, _ = trained
+    learned = trainer.model.prompt_learner.state_dict()
+    official = {f"prompt_learner.{key}": value + 1.0 for key, value in learned.items()}
+    official["prompt_learner.token_prefix"] = torch.zeros(6, 1, 64)
+    official["prompt_learner.token_suffix"] = torch.zeros(6, 70, 64)
+    official["image_encoder.conv1.weight"] = torch.zeros(64, 3, 8, 8)
+    official["text_encoder.positional_embedding"] = torch.zeros(77, 64)
+    official["logit_scale"] = torch.zeros(())
+    folder = tmp_path / "official" / LEARNER_NAME
+    folder.mkdir(parents=True)
+    torch.save({"state_dict": official, "epoch": 5, "optimizer": None, "scheduler": None}, folder / "model.pth.tar-5")
+
+    fresh = build(align_argv(data_root, tmp_path / "eval", clip_path, extra_flags=["--eval-only"]))
+    fresh.load_model(str(tmp_path / "official"), epoch=5)
+    out = capsys.readouterr().out
+    assert "ignoring 3 frozen CLIP entries" in out
+    assert "Missing keys" not in out and "Unexpected keys" not in out
+    for key, value in fresh.model.prompt_learner.state_dict().items():
+        torch.testing.assert_close(value, learned[key] + 1.0)
+
+
+def test_missing_model_file_is_named(trained, data_root, clip_path, tmp_path):
+    fresh = build(align_argv(data_root, tmp_path, clip_path, extra_flags=["--eval-only"]))
+    with pytest.raises(FileNotFoundError, match=r"Model not found at \".*model.pth.tar-3\""):
+        fresh.load_model(str(trained[1]), epoch=3)
+
+
+def test_evaluation_encodes_the_text_once(trained):
+    trainer = trained[0]
+    calls = trainer.model.text_encoder_calls
+    accuracy = trainer.test()
+    assert trainer.model.text_encoder_calls == calls + 1
+    assert len(trainer.test_loader) == 3  # three batches share the one text encoding
+    assert 0.0 <= accuracy <= 100.0
+
+    image = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        uncached = trainer.model(image)
+        with trainer.model.cached_text_features():
+            cached = trainer.model(image)
+    torch.testing.assert_close(cached, uncached, rtol=0, atol=0)
+
+
+def test_nan_features_give_an_error_naming_the_batch(trained, monkeypatch):
+    trainer = trained[0]
+    encode_image = trainer.model.clip.encode_image
+
+    def nan_tokens(*args, **kwargs):
+        return encode_image(*args, **kwargs) * float("nan")
+
+    monkeypatch.setattr(trainer.model.clip, "encode_image", nan_tokens)
+    batch = next(iter(trainer.train_loader_x))
+    trainer.batch_idx, trainer.num_batches = 1, len(trainer.train_loader_x)
+    with pytest.raises(FloatingPointError, match=r"training \(epoch \d+, batch 2; 4 images, first: .*toy_colors"):
+        trainer.forward_backward(batch)
+    with pytest.raises(FloatingPointError, match=r"Non-finite optimal transport in evaluation"):
+        trainer.test()
+
+
+def test_train_py_runs_align_end_to_end(data_root, clip_path, tmp_path):
+    status = run_train_py(align_argv(data_root, tmp_path, clip_path, "OPTIM.MAX_EPOCH", "1"))
+    assert status == 0
+    log = (tmp_path / "log.txt").read_text()
+    assert "Trainable parameters (prompt learner): " in log
+    assert "Finish training" in log and "* accuracy: " in log
+    assert osp.isfile(tmp_path / LEARNER_NAME / "model.pth.tar-1")
+
+
+def test_mmp_alias_reads_the_official_keys(data_root, clip_path, tmp_path):
+    argv = align_argv(data_root, tmp_path, clip_path, "TRAINER.MMP.USECT", "False", "OPTIM.MAX_EPOCH", "1",
+                      trainer="MMP", node="MMP")
+    assert run_train_py(argv) == 0
+    assert "T = V = 2, n_ctx = 2, depth = 3" in (tmp_path / "log.txt").read_text()
+
+
+def test_mmp_default_usect_is_rejected_cleanly(data_root, clip_path, tmp_path, capsys):
+    argv = align_argv(data_root, tmp_path, clip_path, trainer="MMP", node="MMP")
+    assert run_train_py(argv) == 1
+    assert "Error: TRAINER.MMP.USECT True is not supported" in capsys.readouterr().out
+
+
+def test_cpu_precisions_train(data_root, clip_path, tmp_path, capsys):
+    """fp16 falls back to fp32 on the CPU (one warning line); bf16 runs under autocast."""
+    for prec in ("fp16", "bf16"):
+        trainer = build(align_argv(data_root, tmp_path / prec, clip_path, "TRAINER.ALIGN.PREC", prec))
+        assert trainer.precision.name == ("fp32" if prec == "fp16" else "bf16")
+        trainer.batch_idx, trainer.num_batches = 0, len(trainer.train_loader_x)
+        summary = trainer.forward_backward(next(iter(trainer.train_loader_x)))
+        assert torch.isfinite(torch.tensor(summary["loss"]))
+        assert trainer.model.prompt_learner.ctx.dtype == torch.float32
+
+
+@pytest.mark.parametrize("config", sorted(glob.glob(osp.join(REPO, "configs/trainers/ALIGN/*.yaml"))))
+def test_shipped_configs_load_and_validate(config):
+    node = "MMP" if osp.basename(config) == "vit_b16_c2_ep5_batch4_2ctx.yaml" else "ALIGN"
+    args = train.build_parser().parse_args([
+        "--config-file", config, "--dataset-config-file", osp.join(REPO, "configs/datasets/caltech101.yaml"),
+        "--trainer", "MMP" if node == "MMP" else "ALIGN"])
+    cfg = train.setup_cfg(args)
+    settings = ALIGNSettings.from_cfg(cfg, node)
+    assert cfg.MODEL.BACKBONE.NAME == "ViT-B/16" and cfg.OPTIM.MAX_EPOCH in (20, 30, 50, 80)
+    assert (settings.n_ctx, settings.depth, settings.prec) == (2, 9, "fp16")
+    assert settings.n_text_prompts == (2 if "sun397" in config else 4)
+
+
+def test_input_size_must_match_the_backbone(data_root, clip_path, tmp_path):
+    with pytest.raises(ConfigError, match=r"INPUT.SIZE \(64, 64\) does not match the backbone's input resolution 32"):
+        build(align_argv(data_root, tmp_path, clip_path, "INPUT.SIZE", "(64, 64)"))
