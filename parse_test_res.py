@@ -15,7 +15,8 @@ Two modes (docs/results.md has the layouts, the formats and examples):
       python parse_test_res.py OUTPUT/base2new --base2new [--datasets a,b] [--seeds 1,2,3]
 
   Reads ``train_base/<dataset>/<shots>/<trainer>/<cfg>/seed<S>/log.txt`` (base accuracy, the test
-  at the end of training) and ``test_new/...`` (new accuracy, an eval-only log) and prints one
+  at the end of training; for methods without training, ``test_base/...``, an eval-only log) and
+  ``test_new/...`` (new accuracy, an eval-only log) and prints one
   Base / New / HM table per (shots, trainer, cfg) setting, with the average row papers report.
 
 Both modes take ``--format text|csv|json`` (default text) and ``--seeds``.
@@ -50,6 +51,7 @@ LOG_NAME = "log.txt"
 TRAIN_END_SIGNALS = ("Finish training", "Finished training")  # Dassl >= 0.6.1, and older
 TEST_END_SIGNAL = "=> result"
 BASE_FOLDER = "train_base"
+BASE_EVAL_FOLDER = "test_base"
 NEW_FOLDER = "test_new"
 SEED_FOLDER = re.compile(r"seed(\d+)")
 FORMATS = ("text", "csv", "json")
@@ -346,11 +348,36 @@ class Base2NewReport:
     settings: List[Setting]
 
 
-# The two halves of a base-to-new run: (side, folder under the base2new directory, end signals).
+# The two halves of a base-to-new run: (side, its sources), a source being (folder under the
+# base2new directory, end signals). A run's first source whose folder exists is read: the base
+# accuracy is the test at the end of training (train_base/) or, for methods without training such
+# as zero-shot CLIP, an eval-only run on the base classes (test_base/).
 BASE2NEW_SIDES = (
-    ("base", BASE_FOLDER, TRAIN_END_SIGNALS),
-    ("new", NEW_FOLDER, (TEST_END_SIGNAL,)),
+    ("base", ((BASE_FOLDER, TRAIN_END_SIGNALS), (BASE_EVAL_FOLDER, (TEST_END_SIGNAL,)))),
+    ("new", ((NEW_FOLDER, (TEST_END_SIGNAL,)),)),
 )
+
+
+def _side_log(directory, sources, dataset, setting, seed):
+    """(log path, end signals) of one side of one run: its first source whose run folder exists."""
+    candidates = [
+        (osp.join(directory, folder, dataset, *setting, "seed{}".format(seed), LOG_NAME), end_signals)
+        for folder, end_signals in sources
+    ]
+    for log_path, end_signals in candidates:
+        if osp.isdir(osp.dirname(log_path)):
+            return log_path, end_signals
+    return candidates[0]
+
+
+def _find_side(directory, sources):
+    """find_seed_folders over all sources of a side, merged."""
+    merged = {}
+    for folder, _ in sources:
+        for setting, by_dataset in find_seed_folders(osp.join(directory, folder)).items():
+            for dataset, seeds in by_dataset.items():
+                merged.setdefault(setting, {}).setdefault(dataset, set()).update(seeds)
+    return merged
 
 
 def _walk(root, depth):
@@ -390,9 +417,8 @@ def _parse_dataset(directory, setting, dataset, seeds, metric, found):
     pairs = []
     for seed in seeds:
         results = {}
-        for side, folder, end_signals in BASE2NEW_SIDES:
-            run_folder = osp.join(directory, folder, dataset, *setting, "seed{}".format(seed))
-            log_path = osp.join(run_folder, LOG_NAME)
+        for side, sources in BASE2NEW_SIDES:
+            log_path, end_signals = _side_log(directory, sources, dataset, setting, seed)
             values, problem = read_log(log_path, [metric], end_signals)
             if problem is None:
                 results[side] = (values[metric["name"]], log_path)
@@ -403,7 +429,7 @@ def _parse_dataset(directory, setting, dataset, seeds, metric, found):
             pairs.append(SeedPair(seed, base, new, base_log, new_log))
     if pairs:
         return DatasetRow(dataset, pairs), missing
-    sides = [side for side, _, _ in BASE2NEW_SIDES if dataset in found[side]]
+    sides = [side for side, _ in BASE2NEW_SIDES if dataset in found[side]]
     reason = "only {} runs".format(sides[0]) if len(sides) == 1 else "no seed has both results"
     missing.append(Missing(dataset, None, None, "", reason + "; left out of the average"))
     return None, missing
@@ -419,7 +445,9 @@ def _parse_setting(directory, setting, found_by_side, metric, datasets, seeds):
     for dataset in names:
         if not any(dataset in by_dataset for by_dataset in found.values()):
             places = " or ".join(
-                osp.join(directory, folder, dataset, *setting) for _, folder, _ in BASE2NEW_SIDES
+                osp.join(directory, folder, dataset, *setting)
+                for _, sources in BASE2NEW_SIDES
+                for folder, _ in sources
             )
             missing.append(Missing(dataset, None, None, places, "no runs; left out of the average"))
             continue
@@ -438,9 +466,7 @@ def parse_base2new(directory, keyword, spread, datasets=None, seeds=None):
     a new result enter a dataset's means; only datasets with such a seed enter the average.
     """
     _require_folder(directory)
-    found_by_side = {
-        side: find_seed_folders(osp.join(directory, folder)) for side, folder, _ in BASE2NEW_SIDES
-    }
+    found_by_side = {side: _find_side(directory, sources) for side, sources in BASE2NEW_SIDES}
     settings = sorted(set().union(*found_by_side.values()))
     metric = keyword_metric(keyword)
     tables = [
@@ -455,9 +481,9 @@ def nothing_found_message(report):
     if isinstance(report, Base2NewReport):
         return (
             "Nothing found in {0}: no dataset has a seed with both a base result "
-            "({0}/{1}/<dataset>/shots_<K>/<trainer>/<cfg>/seed<S>/log.txt, a training log) "
-            "and a new result ({0}/{2}/..., an eval-only log); the output lists what is "
-            "missing".format(report.directory, BASE_FOLDER, NEW_FOLDER)
+            "({0}/{1}/<dataset>/shots_<K>/<trainer>/<cfg>/seed<S>/log.txt, a training log, or "
+            "{0}/{2}/..., an eval-only log) and a new result ({0}/{3}/..., an eval-only log); the "
+            "output lists what is missing".format(report.directory, BASE_FOLDER, BASE_EVAL_FOLDER, NEW_FOLDER)
         )
     directories = ", ".join(experiment.directory for experiment in report.experiments)
     return (
@@ -798,7 +824,7 @@ def build_parser():
     add("--keyword", default="accuracy", type=str, help="metric: accuracy, error, macro_f1")
     add("--format", choices=FORMATS, default="text", help="output format (default: text)")
     add("--base2new", action="store_true",
-        help="directory holds train_base/ and test_new/: print the Base / New / HM table")
+        help="directory holds train_base/ (or test_base/) and test_new/: print the Base / New / HM table")
     add("--datasets", type=_names, default=None, help="base2new rows, in this order: a,b,c")
     add("--seeds", type=_seeds, default=None, help="expected seeds, e.g. 1,2,3 (folders seed<S>)")
     return parser

@@ -651,7 +651,7 @@ def test_base2new_datasets_and_seeds_options(tmp_path, capsys):
         f"{hm(mean(b), mean(n)):.2f}",
     ]
     places = " or ".join(
-        os.path.join(root, side, "imagenet", *SETTING) for side in ("train_base", "test_new")
+        os.path.join(root, side, "imagenet", *SETTING) for side in ("train_base", "test_base", "test_new")
     )
     assert f"  imagenet: no runs; left out of the average ({places})" in text.splitlines()
     assert "eurosat" not in text and "seed3" not in text
@@ -691,3 +691,23 @@ def test_base2new_with_no_pair_is_exit_status_1(tmp_path, capsys):
 
     status, _, err = run_cli(capsys, tmp_path / "nowhere", "--base2new")
     assert status == 1 and "is not a folder" in err
+
+
+def test_base2new_reads_eval_only_base_runs_for_methods_without_training(tmp_path, capsys):
+    """Zero-shot CLIP has no training log: its base accuracy is an eval-only run in test_base/."""
+    root = make_base2new(tmp_path / "base2new")
+    zero_shot = ("shots_16", "ZeroshotCLIP", "vit_b16")
+    for seed, (base, new) in {1: (70.0, 74.0), 2: (72.0, 76.0)}.items():
+        for side, accuracy in (("test_base", base), ("test_new", new)):
+            folder = os.path.join(root, side, "caltech101", *zero_shot, f"seed{seed}")
+            write(os.path.join(folder, "log.txt"), eval_only_log(folder, accuracy))
+
+    status, json_text, _ = run_cli(capsys, root, "--base2new", "--format", "json")
+    assert status == 0
+    settings = {(s["trainer"], s["cfg"]): s for s in json.loads(json_text)["settings"]}
+    (row,) = settings[("ZeroshotCLIP", "vit_b16")]["rows"]
+    assert (row["dataset"], row["seeds"]) == ("caltech101", [1, 2])
+    assert row["base"]["mean"] == pytest.approx(71.0) and row["new"]["mean"] == pytest.approx(75.0)
+    assert row["hm"] == pytest.approx(hm(71.0, 75.0))
+    # The ALIGN setting beside it still reads its training logs.
+    assert [r["dataset"] for r in settings[("ALIGN", "vit_b16_c2_ep5")]["rows"]] == ["caltech101", "dtd"]
