@@ -10,11 +10,15 @@ Config merge order: engine defaults, extend_cfg, the dataset YAML, the method YA
 override, unlike the official ALIGN train.py). Expected user errors (unknown trainer, dataset or
 config key, missing config file or model file, bad dataset layout) are printed without a traceback
 and exit with status 1.
+
+Multi-process (multi-GPU) training: ``torchrun --nproc_per_node N train.py ...`` with the same
+arguments; DATALOADER.TRAIN_X.BATCH_SIZE is the batch of each process (docs/engine.md).
 """
 import argparse
 import sys
 
 import torch
+import torch.distributed as dist
 from yacs.config import CfgNode as CN
 
 import datasets  # noqa: F401  (registers the datasets)
@@ -29,8 +33,12 @@ from dassl.utils import (
     UnsafeCheckpointError,
     collect_env_info,
     find_model_file,
+    get_world_size,
+    is_distributed,
+    is_main_process,
     set_random_seed,
     setup_logger,
+    torchrun_session,
 )
 from trainers.align import add_align_config
 
@@ -173,20 +181,41 @@ def check_model_files(trainer, model_dir, epoch):
         find_model_file(model_dir, name, epoch)
 
 
+def print_distributed_setup(cfg):
+    """One line on the process group and the global batch (distributed runs only)."""
+    world_size, batch_size = get_world_size(), cfg.DATALOADER.TRAIN_X.BATCH_SIZE
+    print(
+        "Distributed run: {} processes ({}); training batch {} per process "
+        "(DATALOADER.TRAIN_X.BATCH_SIZE), global batch {} x {} = {}".format(
+            world_size, dist.get_backend(), batch_size, world_size, batch_size, world_size * batch_size
+        )
+    )
+
+
 def main(args):
     cfg = setup_cfg(args)
+    # Under torchrun: the process group for the whole run, and a silent console on ranks > 0.
+    with torchrun_session(cfg.USE_CUDA):
+        run_trainer(cfg, args)
+
+
+def run_trainer(cfg, args):
+    """Log setup, seeding, the run's report, then build the trainer and train or evaluate."""
     # The logger first, so that the seed line reaches log.txt (dassl-api §9.12).
     setup_logger(cfg.OUTPUT_DIR)
     if cfg.SEED >= 0:
         print("Setting fixed seed: {}".format(cfg.SEED))
         set_random_seed(cfg.SEED)
+    if is_distributed():
+        print_distributed_setup(cfg)
     if torch.cuda.is_available() and cfg.USE_CUDA:
         torch.backends.cudnn.benchmark = True
 
     print_args(args, cfg)
     print("Effective OPTIM.MAX_EPOCH: {}".format(cfg.OPTIM.MAX_EPOCH))
     print("Collecting env info ...")
-    print("** System info **\n{}\n".format(collect_env_info()))
+    if is_main_process():  # it takes seconds, and only rank 0's console and log show it
+        print("** System info **\n{}\n".format(collect_env_info()))
 
     trainer = build_trainer(cfg)
 

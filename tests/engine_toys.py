@@ -181,3 +181,11 @@ def toy_argv(root, output_dir, *opts, extra_flags=()):
         "sgd",
         *opts,
     ]
+
+
+if __name__ == "__main__":
+    # train.py with the toy dataset and trainer registered, for runs in a separate process:
+    # `python -m tests.engine_toys ARGS`, `torchrun --nproc_per_node 2 -m tests.engine_toys ARGS`.
+    import train
+
+    sys.exit(train.run())

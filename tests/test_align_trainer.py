@@ -10,6 +10,7 @@ from dassl.config import ConfigError
 from dassl.data import build_data_loader
 from dassl.data.transforms import build_transform
 from dassl.engine import build_trainer
+from dassl.utils import set_random_seed
 from tests.engine_toys import make_toy_images, run_train_py
 from tests.tiny_clip import save_tiny_clip
 from trainers.align import ALIGNCLIP, ALIGNSettings, LEARNER_NAME
@@ -68,6 +69,7 @@ def accuracy_on(trainer, data_source):
 def trained(data_root, clip_path, tmp_path_factory):
     """An ALIGN run of 8 epochs; returns (trainer, output_dir, losses, accuracy before training)."""
     output_dir = tmp_path_factory.mktemp("align_run")
+    set_random_seed(1)  # as train.py does: prompts and data order must not depend on earlier tests
     trainer = build(align_argv(data_root, output_dir, clip_path))
     accuracy_before = accuracy_on(trainer, trainer.dm.dataset.train_x)
     losses = []

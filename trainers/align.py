@@ -386,6 +386,11 @@ class ALIGN(TrainerX):
         self.optim = build_optimizer(learner, cfg.OPTIM)
         self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
         self.register_model(LEARNER_NAME, learner, self.optim, self.sched)
+        # What a training step calls. Under torchrun: DDP around the whole ALIGNCLIP, because the
+        # learner's prompts are consumed inside ALIGNCLIP.forward (the learner has no forward of its
+        # own); DDP skips the frozen CLIP. The buffers (class token embeddings) are built the same
+        # on every process, so they are not broadcast per step. A single process: the model itself.
+        self.train_model = self.wrap_ddp(self.model, sync_buffers=False)
         self.scaler = self.precision.grad_scaler(self.device)
 
     def parse_batch_train(self, batch):
@@ -396,10 +401,11 @@ class ALIGN(TrainerX):
         self._batch_paths = batch["impath"]
         return batch["img"].to(self.device), batch["label"].to(self.device)
 
-    def _logits(self, image, stage):
+    def _logits(self, model, image, stage):
+        """model: ``self.train_model`` (training) or ``self.model`` (evaluation, text cache)."""
         try:
             with self.precision.autocast(self.device):
-                return self.model(image)
+                return model(image)
         except OTNumericalError as err:
             paths = list(self._batch_paths)
             raise FloatingPointError(
@@ -410,7 +416,7 @@ class ALIGN(TrainerX):
 
     def forward_backward(self, batch):
         image, label = self.parse_batch_train(batch)
-        logits = self._logits(image, "training")
+        logits = self._logits(self.train_model, image, "training")
         loss = F.cross_entropy(logits, label)
         if self.scaler is None:
             self.model_backward_and_update(loss)
@@ -427,7 +433,7 @@ class ALIGN(TrainerX):
         return summary
 
     def model_inference(self, input):
-        return self._logits(input, "evaluation")
+        return self._logits(self.model, input, "evaluation")
 
     def test(self, split=None):
         """Evaluate with the text features of all classes computed once, not per batch."""

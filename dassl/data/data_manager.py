@@ -28,7 +28,8 @@ def build_data_loader(
     """A DataLoader over ``(dataset_wrapper or DatasetWrapper)(cfg, data_source, tfm, is_train)``.
 
     ``drop_last`` is on for training only when there is at least one full batch, so a few-shot set
-    smaller than the batch gives one short batch rather than an empty loader.
+    smaller than the batch gives one short batch rather than an empty loader. In a distributed run
+    ``batch_size`` is per process and the rule applies to this process's part of the data.
 
     Args:
         split (str): name used in the error for an empty loader (e.g. "train_x", "test").
@@ -43,6 +44,7 @@ def build_data_loader(
         batch_size=batch_size,
         n_domain=n_domain,
         n_ins=n_ins,
+        is_train=is_train,
     )
 
     if dataset_wrapper is None:
@@ -53,10 +55,11 @@ def build_data_loader(
         batch_size=batch_size,
         sampler=sampler,
         num_workers=cfg.DATALOADER.NUM_WORKERS,
-        drop_last=is_train and len(data_source) >= batch_size,
+        drop_last=is_train and len(sampler) >= batch_size,
         pin_memory=(torch.cuda.is_available() and cfg.USE_CUDA),
     )
-    if len(data_loader) == 0:
+    # Not len(data_loader): in a distributed run an evaluation part may be empty on some processes.
+    if len(data_source) == 0:
         raise ValueError(
             "The {} loader has no batch: the {} split has {} items and the batch size is {}".format(
                 split, split, len(data_source), batch_size

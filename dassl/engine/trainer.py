@@ -3,16 +3,20 @@
 Side effects that a distributed run must perform once (checkpoints, tensorboard, the log, the
 confusion matrix, progress bars) all ask ``dassl.utils.is_main_process()``; loaders are built in
 one place (``SimpleTrainer.build_data_loader`` -> ``DataManager`` -> ``build_data_loader`` /
-``build_sampler``). This engine never wraps models in ``nn.DataParallel`` (dassl-api §9.7).
+``build_sampler``). This engine never wraps models in ``nn.DataParallel`` (dassl-api §9.7); a
+distributed (torchrun) run trains through ``DistributedDataParallel`` (``TrainerBase.wrap_ddp``).
 """
 import datetime
+import inspect
 import os.path as osp
 import time
 from collections import OrderedDict
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
+from dassl.config import ConfigError
 from dassl.data import DataManager
 from dassl.evaluation import build_evaluator
 from dassl.utils import (
@@ -20,17 +24,27 @@ from dassl.utils import (
     AverageMeter,
     MetricMeter,
     find_model_file,
+    is_distributed,
     is_main_process,
     load_checkpoint,
     progress_bar,
     resume_from_checkpoint,
     save_checkpoint,
+    synchronize,
     tolist_if_not,
 )
 
 __all__ = ["TrainerBase", "SimpleTrainer", "TrainerX"]
 
 FINAL_MODEL_CHOICES = ("last_step", "best_val")
+
+# DDP's switch for broadcasting buffers before every forward: torch 2.13 renamed it (the old name
+# still works there, with a deprecation warning).
+_DDP_BUFFER_SYNC_ARG = (
+    "forward_sync_buffers"
+    if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+    else "broadcast_buffers"
+)
 
 
 def _format_val_result(val_result):
@@ -48,6 +62,7 @@ class TrainerBase:
         self._optims = OrderedDict()
         self._scheds = OrderedDict()
         self._writer = None
+        self._ddp_param_ids = set()  # id() of every parameter a DDP wrapper synchronises
 
     def register_model(self, name="model", model=None, optim=None, sched=None):
         """Register a module (and its optimizer and scheduler, either may be None) under ``name``.
@@ -82,10 +97,14 @@ class TrainerBase:
         """Save every registered model (with its optimizer and scheduler) under ``directory/{name}``.
 
         ``epoch`` is 0-based; the file stores ``epoch + 1``, the number of finished epochs. Only the
-        main process writes.
+        main process writes; in a distributed run every process calls this and waits until the
+        files are written, so that any process may load them afterwards.
         """
-        if not is_main_process():
-            return
+        if is_main_process():
+            self._write_checkpoints(epoch, directory, is_best, val_result, model_name)
+        synchronize()
+
+    def _write_checkpoints(self, epoch, directory, is_best, val_result, model_name):
         for name in self.get_model_names():
             optim = self._optims[name]
             sched = self._scheds[name]
@@ -97,6 +116,53 @@ class TrainerBase:
                 "val_result": val_result,
             }
             save_checkpoint(state, osp.join(directory, name), is_best=is_best, model_name=model_name)
+
+    def wrap_ddp(self, module, sync_buffers=True):
+        """The module a training step calls: ``DistributedDataParallel(module)`` in a distributed
+        (torchrun) run, ``module`` itself otherwise.
+
+        During backward, DDP averages the gradients of ``module``'s trainable parameters over the
+        processes, so every process applies the same update; each process's loss stays the mean
+        over its own batch. Only calls through the returned wrapper synchronise: register,
+        evaluate, save and load the unwrapped module (checkpoint keys then carry no ``module.``
+        prefix, and the module's own methods stay reachable).
+
+        Args:
+            module (nn.Module): on its device, with the trainable parameters; its forward computes
+                the training output. Frozen parameters (``requires_grad`` False) are ignored by DDP.
+            sync_buffers (bool): broadcast rank 0's buffers before every forward (DDP's default,
+                for e.g. BatchNorm statistics). False for buffers that every process builds
+                identically, where the broadcast would only cost time.
+        """
+        if not is_distributed():
+            return module
+        device = next(module.parameters()).device
+        wrapped = DistributedDataParallel(
+            module,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            **{_DDP_BUFFER_SYNC_ARG: sync_buffers},
+        )
+        self._ddp_param_ids.update(id(param) for param in module.parameters() if param.requires_grad)
+        return wrapped
+
+    def _check_distributed_training(self):
+        """In a distributed run, refuse to train registered parameters that no DDP wrapper
+        synchronises: each process would silently update its own copy."""
+        if not is_distributed():
+            return
+        unsynced = [
+            name
+            for name in self.get_model_names()
+            if any(p.requires_grad and id(p) not in self._ddp_param_ids for p in self._models[name].parameters())
+        ]
+        if unsynced:
+            raise ConfigError(
+                "{} cannot train in a distributed (torchrun) run: the trainable parameters of {} are "
+                "not wrapped in DistributedDataParallel, so each process would update its own copy. "
+                "In build_model, wrap the module that the training forward calls with "
+                "self.wrap_ddp(module) and call the returned module in forward_backward "
+                "(docs/engine.md), or run a single process.".format(type(self).__name__, unsynced)
+            )
 
     def resume_model_if_exist(self, directory):
         """Resume every registered model from ``directory/{name}``; return the finished epochs (0 if none)."""
@@ -176,6 +242,7 @@ class TrainerBase:
     def train(self, start_epoch, max_epoch):
         """Generic loop: before_train, then (before_epoch, run_epoch, after_epoch) per epoch, then
         after_train. The epoch range is read after before_train, which may resume."""
+        self._check_distributed_training()
         self.start_epoch = start_epoch
         self.max_epoch = max_epoch
 
@@ -246,7 +313,9 @@ class SimpleTrainer(TrainerBase):
         self.check_cfg(cfg)
 
         if torch.cuda.is_available() and cfg.USE_CUDA:
-            self.device = torch.device("cuda")
+            # Under torchrun: the GPU train.py bound this process to (cuda:LOCAL_RANK).
+            index = torch.cuda.current_device() if is_distributed() else None
+            self.device = torch.device("cuda", index)
         else:
             self.device = torch.device("cpu")
 
@@ -414,8 +483,14 @@ class TrainerX(SimpleTrainer):
     """A trainer on labelled data only (``train_loader_x``)."""
 
     def run_epoch(self):
-        """One epoch over train_loader_x; prints the Dassl iteration line (dassl-api §3.5)."""
+        """One epoch over train_loader_x; prints the Dassl iteration line (dassl-api §3.5).
+
+        In a distributed run the numbers printed are the main process's (its local batches).
+        """
         self.set_model_mode("train")
+        sampler = self.train_loader_x.sampler
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(self.epoch)  # DistributedSampler: a different shuffle every epoch
         losses = MetricMeter()
         batch_time = AverageMeter()
         data_time = AverageMeter()

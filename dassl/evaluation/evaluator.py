@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from sklearn.metrics import confusion_matrix, f1_score
 
-from dassl.utils import is_main_process, mkdir_if_missing
+from dassl.utils import all_gather_cat, is_main_process, mkdir_if_missing
 
 from .build import EVALUATOR_REGISTRY
 
@@ -34,7 +34,9 @@ class Classification(EvaluatorBase):
     """Accuracy, error rate, macro F1 (and per-class accuracy) of a classifier.
 
     ``process`` keeps the per-batch predictions on their device; they reach the host once, in
-    ``evaluate``, so evaluation adds no host sync per batch.
+    ``evaluate``, so evaluation adds no host sync per batch. In a distributed run each process holds
+    the predictions of its part of the data (``ShardSampler``); ``evaluate`` gathers all parts in
+    rank order, i.e. in dataset order, so every process computes the single-process result.
     """
 
     def __init__(self, cfg, lab2cname=None, **kwargs):
@@ -61,8 +63,8 @@ class Classification(EvaluatorBase):
 
     def evaluate(self):
         """Print the result block and return an OrderedDict (accuracy first, in %)."""
-        y_pred = torch.cat(self._pred_batches).cpu().numpy()
-        y_true = torch.cat(self._label_batches).cpu().numpy()
+        y_pred = all_gather_cat(self._concat(self._pred_batches)).numpy()
+        y_true = all_gather_cat(self._concat(self._label_batches)).numpy()
         matches = y_pred == y_true
         correct = int(matches.sum())
         total = len(y_true)
@@ -94,6 +96,11 @@ class Classification(EvaluatorBase):
             print(f"Confusion matrix is saved to {save_path}")
 
         return results
+
+    @staticmethod
+    def _concat(batches):
+        """(N,) the recorded batches in order; empty for a process whose data part is empty."""
+        return torch.cat(batches) if batches else torch.empty(0, dtype=torch.long)
 
     def _print_per_class(self, y_true, matches):
         """Print one line per label and return the mean per-class accuracy (%)."""

@@ -1,4 +1,14 @@
-from .dist import get_rank, get_world_size, is_main_process
+from .dist import (
+    all_gather_cat,
+    get_rank,
+    get_world_size,
+    is_distributed,
+    is_main_process,
+    launched_by_torchrun,
+    shared_random_seed,
+    synchronize,
+    torchrun_session,
+)
 from .logger import setup_logger
 from .meters import AverageMeter, MetricMeter
 from .progress import progress_bar
