@@ -394,12 +394,11 @@ class ALIGN(TrainerX):
         self.scaler = self.precision.grad_scaler(self.device)
 
     def parse_batch_train(self, batch):
+        """(images, labels) on the device; the image paths are kept to name a failing batch."""
         self._batch_paths = batch["impath"]
         return batch["img"].to(self.device), batch["label"].to(self.device)
 
-    def parse_batch_test(self, batch):
-        self._batch_paths = batch["impath"]
-        return batch["img"].to(self.device), batch["label"].to(self.device)
+    parse_batch_test = parse_batch_train
 
     def _logits(self, model, image, stage):
         """model: ``self.train_model`` (training) or ``self.model`` (evaluation, text cache)."""
