@@ -19,6 +19,7 @@ from .oxford_flowers import OxfordFlowers
 from .oxford_pets import OxfordPets
 from .stanford_cars import StanfordCars
 from .sun397 import SUN397
+from .toy_shapes import ToyShapes  # noqa: F401  (the demo's offline dataset, not a benchmark)
 from .ucf101 import UCF101
 
 BENCHMARKS = (
