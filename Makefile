@@ -13,25 +13,34 @@ else
 ENV_DIR := $(VENV)
 endif
 PY := $(ENV_DIR)/bin/python
-STAMP := $(ENV_DIR)/.align-requirements-stamp
+RUNTIME_STAMP := $(ENV_DIR)/.align-runtime-stamp
+DEV_STAMP := $(ENV_DIR)/.align-dev-stamp
 
 .PHONY: test demo bench install clean-venv
 
 $(PY):
 	$(PYTHON) -m venv $(ENV_DIR)
 
-$(STAMP): requirements.txt requirements-dev.txt | $(PY)
-	$(PY) -m pip install --upgrade pip >/dev/null
-	$(PY) -m pip install -r requirements-dev.txt
-	touch $(STAMP)
+$(RUNTIME_STAMP): requirements.txt | $(PY)
+	$(PY) -m pip install -r requirements.txt
+	touch $(RUNTIME_STAMP)
 
-install: $(STAMP)
+$(DEV_STAMP): requirements.txt requirements-dev.txt | $(PY)
+	$(PY) -m pip install -r requirements-dev.txt
+	touch $(DEV_STAMP) $(RUNTIME_STAMP)
+
+install: $(RUNTIME_STAMP)
 
 # pytest exits with 5 when it collected no tests: here that is a failure, not a pass.
-test: $(STAMP)
+test: $(DEV_STAMP)
 	@$(PY) -m pytest -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5): failing"; fi; \
 	exit $$rc
+
+# ALIGN on the toy world, end to end (scripts/demo.sh): prints the Base/New/HM table and writes
+# output/demo/demo.png.
+demo: $(RUNTIME_STAMP)
+	PYTHON=$(abspath $(PY)) bash scripts/demo.sh
 
 clean-venv:
 	rm -rf $(VENV)
