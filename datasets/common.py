@@ -24,7 +24,6 @@ import random
 import tempfile
 from collections import OrderedDict, defaultdict
 
-import scipy.io
 
 from dassl.data.datasets import DatasetBase, DatasetLayoutError, Datum
 from dassl.utils import listdir_nohidden, mkdir_if_missing, read_json, write_json
@@ -186,6 +185,8 @@ def read_imagenet_classnames(path, context):
 def load_mat_row(path, key, context, expected):
     """``scipy.io.loadmat(path)[key][0]`` of a (1, N) variable; ``expected`` describes it."""
     try:
+        import scipy.io  # here: only Cars and Flowers read .mat files, and scipy is slow to import
+
         mat = scipy.io.loadmat(path)
     except (OSError, ValueError, TypeError, NotImplementedError) as e:
         raise context.error(

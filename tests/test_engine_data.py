@@ -341,3 +341,18 @@ def test_thousands_separator_and_per_class_block(tmp_path, capsys):
 def test_unknown_evaluator_lists_the_registered_ones():
     with pytest.raises(ValueError, match=r"Unknown evaluator \(TEST.EVALUATOR\): .*\['Classification'\]"):
         build_evaluator(make_cfg(TEST__EVALUATOR="Detection"))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_macro_f1_equals_sklearn(seed):
+    """The numpy macro F1 against scikit-learn's, including labels that are never predicted and
+    predictions of labels absent from y_true (which sklearn's labels=unique(y_true) ignores)."""
+    from sklearn.metrics import f1_score
+
+    from dassl.evaluation.evaluator import macro_f1_score
+
+    rng = np.random.default_rng(seed)
+    y_true = rng.integers(0, 6, size=40)
+    y_pred = np.where(rng.random(40) < 0.5, y_true, rng.integers(0, 8, size=40))
+    expected = f1_score(y_true, y_pred, average="macro", labels=np.unique(y_true))
+    assert macro_f1_score(y_true, y_pred) == pytest.approx(expected, abs=1e-12)
