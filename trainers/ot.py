@@ -32,12 +32,11 @@ TOKEN_COSTS = ("similarity", "distance")
 ACTIVE_CHECK_INTERVAL = 4
 
 # Peak number of live float32 tensors with one element per token-level (b, c, v, t, p, l) entry
-# of a class chunk: similarities, cost and kernel/plan (3), plus, only for groups whose plain
-# plan fails, the log-kernel and one log-sum-exp temporary of the log-domain solver (2).
-# The einsum that produces the similarities briefly holds 2 (its raw output and the contiguous
-# copy) before the cost exists, so 5 bounds every moment. Measured on an H200 (B=4, C=500,
-# V=T=4, P=198, L=20): 3.3 such tensors at the peak when no group falls back.
-TOKEN_LEVEL_LIVE_TENSORS = 5
+# of a class chunk: similarities and kernel/plan (2), plus, only for groups whose plain plan
+# fails, the log-kernel and one log-sum-exp temporary of the log-domain solver (2). The einsum
+# that produces the similarities briefly holds 2 (its raw output and the contiguous copy) before
+# the kernel exists, so 4 bounds every moment.
+TOKEN_LEVEL_LIVE_TENSORS = 4
 
 _FLOAT32_BYTES = 4
 
@@ -198,27 +197,41 @@ def hierarchical_ot_logits(img_global, img_tokens, txt_global, txt_tokens, txt_t
 
 def _solve(cost, row_mask, col_mask, eps, max_iter, thresh, stage):
     """Plain Sinkhorn for all groups; log-domain Sinkhorn for the groups where it is no plan."""
-    plan = _plain_sinkhorn(cost, row_mask, col_mask, eps, max_iter, thresh)
+    # Advanced indexing copies: the failed groups' log-kernels are fresh tensors.
+    return _solve_kernel(torch.div(cost, -eps).exp_(), row_mask, col_mask, max_iter, thresh, stage,
+                         log_kernel_of=lambda groups: cost[groups].div_(-eps))
+
+
+def _solve_kernel(kernel, row_mask, col_mask, max_iter, thresh, stage, log_kernel_of):
+    """``_solve`` from the kernel exp(-cost / eps): (G, S, M, N), overwritten by the plan.
+
+    log_kernel_of: index tensor of groups -> their fresh log-kernel -cost / eps, for the groups
+    that fall back to the log domain (the kernel alone has lost what underflowed).
+    """
+    plan = _plain_sinkhorn(kernel, row_mask, col_mask, max_iter, thresh)
     failed = _groups_without_plan(plan, row_mask, col_mask).nonzero().squeeze(1)
     if failed.numel():
-        # cost[failed] is a fresh copy: it becomes the log-kernel in place.
-        plan[failed] = _log_sinkhorn(cost[failed].div_(-eps), row_mask[failed], col_mask[failed],
+        plan[failed] = _log_sinkhorn(log_kernel_of(failed), row_mask[failed], col_mask[failed],
                                      max_iter, thresh)
         if _groups_without_plan(plan[failed], row_mask[failed], col_mask[failed]).any():
             raise OTNumericalError(f"{stage}: the log-domain Sinkhorn gave no transport plan for "
-                                   f"some of {failed.numel()} groups (eps={eps})")
+                                   f"some of {failed.numel()} groups")
     return plan
 
 
-def _plain_sinkhorn(cost, row_mask, col_mask, eps, max_iter, thresh):
-    """The reference iteration with K = exp(-cost / eps), batched over groups: (G, S, M, N) plan."""
-    kernel = torch.div(cost, -eps).exp_()
-    kernel.masked_fill_(~row_mask[..., :, None], 0.0).masked_fill_(~col_mask[..., None, :], 0.0)
+def _plain_sinkhorn(kernel, row_mask, col_mask, max_iter, thresh):
+    """The reference iteration on K = exp(-cost / eps) (G, S, M, N), batched over groups; the plan
+    is written into ``kernel`` and returned."""
+    # Zero the padded entries (a full pass each; skipped where nothing is padded, the usual case).
+    if not bool(row_mask.all()):
+        kernel.masked_fill_(~row_mask[..., :, None], 0.0)
+    if not bool(col_mask.all()):
+        kernel.masked_fill_(~col_mask[..., None, :], 0.0)
     row_marginal, col_marginal = _uniform(row_mask), _uniform(col_mask)
     r, c = row_mask.float(), col_mask.float()
     real_rows = row_mask.sum((1, 2))
-    active = torch.ones(cost.shape[0], dtype=torch.bool, device=cost.device)
-    check_interval = _active_check_interval(cost.device)
+    active = torch.ones(kernel.shape[0], dtype=torch.bool, device=kernel.device)
+    check_interval = _active_check_interval(kernel.device)
     for iteration in range(1, max_iter + 1):
         # Padded rows/columns get denominator 1 and marginal 0, so their scalings stay 0.
         r_new = row_marginal / torch.einsum("gsmn,gsn->gsm", kernel, c).masked_fill_(~row_mask, 1.0)
@@ -296,15 +309,17 @@ def _token_transport_similarity(img_tokens, txt_tokens, txt_token_mask, token_en
     chunk = token_chunk_classes(sizes["B"], sizes["V"], sizes["T"], sizes["P"], sizes["L"], sizes["D"],
                                 memory_budget_mb)
     s_tok = torch.empty(sizes["B"], sizes["C"], sizes["V"], sizes["T"], device=img_tokens.device)
+    # Chunks of classes of similar text length: each chunk is padded to its own longest class only.
+    by_length = sorted(range(sizes["C"]), key=lambda c: token_ends[c])
     with torch.no_grad():
         img_tokens = img_tokens.float()
         for start in range(0, sizes["C"], chunk):
-            stop = min(start + chunk, sizes["C"])
-            # Text positions past the chunk's last real token are padding for every class in it.
-            txt_len = max(token_ends[start:stop])
-            s_tok[:, start:stop] = _token_chunk_similarity(
-                img_tokens, txt_tokens[start:stop, :, :txt_len].float(), txt_token_mask[start:stop, :, :txt_len],
-                eps, max_iter, thresh, f"token-level OT (classes {start}..{stop - 1})")
+            classes = by_length[start:start + chunk]
+            txt_len = token_ends[classes[-1]]
+            index = torch.tensor(classes, device=img_tokens.device)
+            s_tok[:, index] = _token_chunk_similarity(
+                img_tokens, txt_tokens[index, :, :txt_len].float(), txt_token_mask[index, :, :txt_len],
+                eps, max_iter, thresh, f"token-level OT ({len(classes)} classes from class {classes[0]})")
     return s_tok
 
 
@@ -316,10 +331,13 @@ def _token_chunk_similarity(img_tokens, txt_tokens, txt_token_mask, eps, max_ite
     classes, t_prompts, txt_len, _ = txt_tokens.shape
     groups, problems = batch * classes, v_prompts * t_prompts
     sim_tok = torch.einsum("bvpd,ctld->bcvtpl", img_tokens, txt_tokens).contiguous()
+    sim_tok = sim_tok.view(groups, problems, img_len, txt_len)
     col_mask = txt_token_mask[None, :, None].expand(batch, -1, v_prompts, -1, -1).reshape(groups, problems, txt_len)
-    plan = _solve((1.0 - sim_tok).view(groups, problems, img_len, txt_len),
-                  _all_real(groups, problems, img_len, img_tokens.device), col_mask, eps, max_iter, thresh, stage)
-    return torch.einsum("gsmn,gsmn->gs", plan, sim_tok.view_as(plan)).view(batch, classes, v_prompts, t_prompts)
+    # -cost / eps = (sim - 1) / eps: the kernel in one new tensor, bit-identical to exp(-(1 - sim) / eps).
+    plan = _solve_kernel(torch.sub(sim_tok, 1.0).div_(eps).exp_(),
+                         _all_real(groups, problems, img_len, img_tokens.device), col_mask, max_iter, thresh, stage,
+                         log_kernel_of=lambda failed: sim_tok[failed].sub_(1.0).div_(eps))
+    return torch.einsum("gsmn,gsmn->gs", plan, sim_tok).view(batch, classes, v_prompts, t_prompts)
 
 
 # ---------------------------------------------------------------------------------------------
