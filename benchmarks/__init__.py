@@ -1,0 +1,5 @@
+"""Speed and memory benchmarks of ALIGN against the reference computation (issue 7).
+
+``benchmarks.reference``: the official code's computation, written from the spec.
+``benchmarks.bench_align``: the command-line benchmark (``python -m benchmarks.bench_align``).
+"""
