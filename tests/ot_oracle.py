@@ -99,7 +99,8 @@ def reference_logits(img_global, img_tokens, txt_global, txt_tokens, txt_token_m
     plans, stopped = reference_group(costs, eps, max_iter, thresh)
     logits = torch.zeros(batch, classes, dtype=torch.float64, device=img_global.device)
     plan = torch.zeros(batch, classes, *sims[0].shape, dtype=torch.float64, device=img_global.device)
+    scale = float(torch.as_tensor(logit_scale).detach())  # a plain number: the oracle has no autograd
     for (b, c), plan_bc, sim in zip(pairs, plans, sims):
-        logits[b, c] = float(logit_scale) * (plan_bc * sim).sum()
+        logits[b, c] = scale * (plan_bc * sim).sum()
         plan[b, c] = plan_bc
     return logits, plan, stopped
