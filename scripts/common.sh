@@ -34,14 +34,31 @@ skip_if_done() {
     if already_done "$1" "$2"; then exit 0; fi
 }
 
+# only_failed_starts DIR: DIR holds log files (log.txt, log.txt-<time>) and nothing else, and none
+# of them shows a training epoch: runs that stopped before training began (missing data, a bad
+# option), which left nothing to keep.
+only_failed_starts() {
+    local entry found=1
+    for entry in "$1"/*; do
+        case "${entry##*/}" in
+            log.txt | log.txt-*) found=0 ;;
+            *) return 1 ;;
+        esac
+    done
+    [ "$found" -eq 0 ] && ! grep -q '^epoch \[' "$1"/log.txt*
+}
+
 # check_partial_training DIR LEARNER: an existing training folder without results is resumed from
-# its checkpoint (train.py does that by itself) or, without a checkpoint, refused: it is never
-# retrained silently over what is there.
+# its checkpoint (train.py does that by itself), run again when it holds only the logs of failed
+# starts (train.py keeps them: a new log never overwrites an old one), and otherwise refused: it
+# is never retrained silently over what is there.
 check_partial_training() {
     local dir=$1 learner=$2
     [ -d "$dir" ] || return 0
     if [ -f "$dir/$learner/checkpoint" ]; then
         echo "Found an unfinished run with a checkpoint in $dir: resuming"
+    elif only_failed_starts "$dir"; then
+        echo "Found only the logs of runs that stopped before training in $dir: running again"
     else
         echo "Error: $dir exists but holds no result and no checkpoint (an interrupted run?)." >&2
         echo "Delete it to train again: rm -r $dir" >&2

@@ -121,6 +121,25 @@ def test_partial_training_folder_is_refused_not_retrained(demo, env):
     assert os.listdir(partial) == []
 
 
+def test_folder_of_failed_starts_is_run_again_and_a_started_one_refused(demo, env):
+    """A run that stopped before training (here: a dataset missing from DATA) leaves only its
+    log.txt: the next call runs again (keeping the old log); once a log shows a training epoch,
+    the folder is refused."""
+    failed = out(env, "base2new", "train_base", "caltech101", *SETTING, "seed1")
+    first = run_script("align/base2new_train.sh", "caltech101", "1", env=env, expect=1)
+    assert "Error: " in first and "caltech-101" in first and "running again" not in first
+    assert os.listdir(failed) == ["log.txt"]
+    second = run_script("align/base2new_train.sh", "caltech101", "1", env=env, expect=1)
+    assert f"Found only the logs of runs that stopped before training in {failed}: running again" in second
+    logs = sorted(os.listdir(failed))
+    assert len(logs) == 2 and logs[0] == "log.txt" and logs[1].startswith("log.txt-")
+    with open(osp.join(failed, "log.txt"), "a") as f:
+        f.write("epoch [1/1] batch [1/3] time 0.1 (0.1)\n")
+    third = run_script("align/base2new_train.sh", "caltech101", "1", env=env, expect=1)
+    assert f"Error: {failed} exists but holds no result and no checkpoint" in third
+    assert sorted(os.listdir(failed)) == logs
+
+
 def test_unfinished_run_with_a_checkpoint_resumes(demo, env):
     finished = out(env, "base2new", "train_base", "toy_shapes", *SETTING, "seed1")
     resumed = out(env, "base2new", "train_base", "toy_shapes", *SETTING, "seed9")
