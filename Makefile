@@ -43,7 +43,7 @@ demo: $(RUNTIME_STAMP)
 	PYTHON=$(abspath $(PY)) bash scripts/demo.sh
 
 # Speed and memory against the reference computation of the official code, reduced sizes
-# (about 3 minutes on 2 CPU cores); the full runs and the measured figures: benchmarks/RESULTS.md.
+# (about a minute on 2 CPU cores); the full runs and the measured figures: benchmarks/RESULTS.md.
 bench: $(RUNTIME_STAMP)
 	$(PY) -m benchmarks.bench_align --preset quick
 
