@@ -37,15 +37,16 @@ skip_if_done() {
 # only_failed_starts DIR: DIR holds log files (log.txt, log.txt-<time>) and nothing else, and none
 # of them shows a training epoch: runs that stopped before training began (missing data, a bad
 # option), which left nothing to keep.
+# (An empty DIR is not: its unmatched glob stays the literal "*", which is no log.)
 only_failed_starts() {
-    local entry found=1
+    local entry
     for entry in "$1"/*; do
         case "${entry##*/}" in
-            log.txt | log.txt-*) found=0 ;;
+            log.txt | log.txt-*) ;;
             *) return 1 ;;
         esac
     done
-    [ "$found" -eq 0 ] && ! grep -q '^epoch \[' "$1"/log.txt*
+    ! grep -q '^epoch \[' "$1"/log.txt*
 }
 
 # check_partial_training DIR LEARNER: an existing training folder without results is resumed from
