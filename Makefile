@@ -16,7 +16,7 @@ PY := $(ENV_DIR)/bin/python
 RUNTIME_STAMP := $(ENV_DIR)/.align-runtime-stamp
 DEV_STAMP := $(ENV_DIR)/.align-dev-stamp
 
-.PHONY: test demo bench install clean-venv
+.PHONY: test lint demo bench install clean-venv
 
 $(PY):
 	$(PYTHON) -m venv $(ENV_DIR)
@@ -31,8 +31,14 @@ $(DEV_STAMP): requirements.txt requirements-dev.txt | $(PY)
 
 install: $(RUNTIME_STAMP)
 
+# One style for the whole tree (pyproject.toml): lint, import order and formatting.
+# `$(PY) -m ruff format . && $(PY) -m ruff check --fix .` applies it.
+lint: $(DEV_STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
 # pytest exits with 5 when it collected no tests: here that is a failure, not a pass.
-test: $(DEV_STAMP)
+test: lint
 	@$(PY) -m pytest -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5): failing"; fi; \
 	exit $$rc

@@ -31,6 +31,7 @@ Layout of this file: the parse layer returns plain dataclasses (``Run``, ``Exper
 ``RunsReport``, ``Base2NewReport``); the render layer turns a report into text, CSV or JSON.
 ``parse_function`` and ``main`` keep their CoOp meaning.
 """
+
 import argparse
 import csv
 import io
@@ -41,7 +42,6 @@ import re
 import sys
 import warnings
 from dataclasses import asdict, dataclass
-from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -90,7 +90,7 @@ def resolve_end_signals(end_signal, test_log):
 
 
 def _quoted(strings):
-    return " or ".join('"{}"'.format(s) for s in strings)
+    return " or ".join(f'"{s}"' for s in strings)
 
 
 def _missing_log_reason(log_path):
@@ -100,9 +100,7 @@ def _missing_log_reason(log_path):
         return "no run folder"
     later_logs = sorted(n for n in listdir_nohidden(folder) if n.startswith(LOG_NAME + "-"))
     if later_logs:
-        return "no log.txt (only {}: timestamped logs of later runs are not read)".format(
-            ", ".join(later_logs)
-        )
+        return "no log.txt (only {}: timestamped logs of later runs are not read)".format(", ".join(later_logs))
     return "no log.txt"
 
 
@@ -137,15 +135,13 @@ def read_log(log_path, metrics, end_signals):
                 try:
                     values[metric["name"]] = float(match.group(1))
                 except ValueError:
-                    raise ValueError(
-                        "{}:{}: expected a number in {!r}".format(log_path, line_number, line)
-                    ) from None
+                    raise ValueError(f"{log_path}:{line_number}: expected a number in {line!r}") from None
     if not started:
-        return {}, "no {} line".format(_quoted(end_signals))
+        return {}, f"no {_quoted(end_signals)} line"
     absent = [metric["name"] for metric in metrics if metric["name"] not in values]
     if absent:
-        lines = _quoted("* {}: ...%".format(name) for name in absent)
-        return {}, "no {} line after {}".format(lines, _quoted(end_signals))
+        lines = _quoted(f"* {name}: ...%" for name in absent)
+        return {}, f"no {lines} line after {_quoted(end_signals)}"
     return values, None
 
 
@@ -176,8 +172,8 @@ class Run:
 
     name: str
     log_path: str
-    values: Dict[str, float]
-    problem: Optional[str] = None
+    values: dict[str, float]
+    problem: str | None = None
 
 
 @dataclass
@@ -185,8 +181,8 @@ class Experiment:
     """A folder of runs (CoOp's ``directory``) and what was read from each run."""
 
     directory: str
-    metric_names: List[str]
-    runs: List[Run]
+    metric_names: list[str]
+    runs: list[Run]
 
     @property
     def found(self):
@@ -201,7 +197,7 @@ class Experiment:
 class RunsReport:
     """Runs mode: one experiment, or several with ``multi_exp``; ``spread`` is std or ci95."""
 
-    experiments: List[Experiment]
+    experiments: list[Experiment]
     multi_exp: bool
     spread: str
 
@@ -226,7 +222,7 @@ def _subfolders(path):
 
 def _require_folder(path):
     if not osp.isdir(path):
-        raise NoResultsError("Nothing found: {} is not a folder".format(path))
+        raise NoResultsError(f"Nothing found: {path} is not a folder")
 
 
 def parse_experiment(directory, metrics, end_signals, seeds=None):
@@ -236,7 +232,7 @@ def parse_experiment(directory, metrics, end_signals, seeds=None):
     kept with their problem.
     """
     _require_folder(directory)
-    names = _subfolders(directory) if seeds is None else ["seed{}".format(s) for s in seeds]
+    names = _subfolders(directory) if seeds is None else [f"seed{s}" for s in seeds]
     runs = []
     for name in names:
         log_path = osp.join(directory, name, LOG_NAME)
@@ -277,7 +273,7 @@ class DatasetRow:
     """One dataset of a base-to-new table, over the seeds that have both results."""
 
     dataset: str
-    pairs: List[SeedPair]
+    pairs: list[SeedPair]
 
     @property
     def seeds(self):
@@ -305,8 +301,8 @@ class Missing:
     """
 
     dataset: str
-    seed: Optional[int]
-    side: Optional[str]
+    seed: int | None
+    side: str | None
     path: str
     reason: str
 
@@ -315,7 +311,7 @@ class Missing:
 class Average:
     """The average row: Base and New are means of the per-dataset means, HM is their HM."""
 
-    datasets: List[str]
+    datasets: list[str]
     base: float
     new: float
     hm: float
@@ -328,8 +324,8 @@ class Setting:
     shots: str
     trainer: str
     cfg: str
-    rows: List[DatasetRow]
-    missing: List[Missing]
+    rows: list[DatasetRow]
+    missing: list[Missing]
 
     @property
     def average(self):
@@ -345,7 +341,7 @@ class Base2NewReport:
     directory: str
     keyword: str
     spread: str
-    settings: List[Setting]
+    settings: list[Setting]
 
 
 # The two halves of a base-to-new run: (side, its sources), a source being (folder under the
@@ -361,7 +357,7 @@ BASE2NEW_SIDES = (
 def _side_log(directory, sources, dataset, setting, seed):
     """(log path, end signals) of one side of one run: its first source whose run folder exists."""
     candidates = [
-        (osp.join(directory, folder, dataset, *setting, "seed{}".format(seed), LOG_NAME), end_signals)
+        (osp.join(directory, folder, dataset, *setting, f"seed{seed}", LOG_NAME), end_signals)
         for folder, end_signals in sources
     ]
     for log_path, end_signals in candidates:
@@ -430,7 +426,7 @@ def _parse_dataset(directory, setting, dataset, seeds, metric, found):
     if pairs:
         return DatasetRow(dataset, pairs), missing
     sides = [side for side, _ in BASE2NEW_SIDES if dataset in found[side]]
-    reason = "only {} runs".format(sides[0]) if len(sides) == 1 else "no seed has both results"
+    reason = f"only {sides[0]} runs" if len(sides) == 1 else "no seed has both results"
     missing.append(Missing(dataset, None, None, "", reason + "; left out of the average"))
     return None, missing
 
@@ -445,9 +441,7 @@ def _parse_setting(directory, setting, found_by_side, metric, datasets, seeds):
     for dataset in names:
         if not any(dataset in by_dataset for by_dataset in found.values()):
             places = " or ".join(
-                osp.join(directory, folder, dataset, *setting)
-                for _, sources in BASE2NEW_SIDES
-                for folder, _ in sources
+                osp.join(directory, folder, dataset, *setting) for _, sources in BASE2NEW_SIDES for folder, _ in sources
             )
             missing.append(Missing(dataset, None, None, places, "no runs; left out of the average"))
             continue
@@ -469,10 +463,7 @@ def parse_base2new(directory, keyword, spread, datasets=None, seeds=None):
     found_by_side = {side: _find_side(directory, sources) for side, sources in BASE2NEW_SIDES}
     settings = sorted(set().union(*found_by_side.values()))
     metric = keyword_metric(keyword)
-    tables = [
-        _parse_setting(directory, setting, found_by_side, metric, datasets, seeds)
-        for setting in settings
-    ]
+    tables = [_parse_setting(directory, setting, found_by_side, metric, datasets, seeds) for setting in settings]
     return Base2NewReport(directory, keyword, spread, tables)
 
 
@@ -480,10 +471,12 @@ def nothing_found_message(report):
     """The error message for a report without a single result."""
     if isinstance(report, Base2NewReport):
         return (
-            "Nothing found in {0}: no dataset has a seed with both a base result "
-            "({0}/{1}/<dataset>/shots_<K>/<trainer>/<cfg>/seed<S>/log.txt, a training log, or "
-            "{0}/{2}/..., an eval-only log) and a new result ({0}/{3}/..., an eval-only log); the "
-            "output lists what is missing".format(report.directory, BASE_FOLDER, BASE_EVAL_FOLDER, NEW_FOLDER)
+            f"Nothing found in {report.directory}: no dataset has a seed with both a base result "
+            f"({report.directory}/{BASE_FOLDER}/<dataset>/shots_<K>/<trainer>/<cfg>/seed<S>/log.txt, a "
+            "training log, or "
+            f"{report.directory}/{BASE_EVAL_FOLDER}/..., an eval-only log) and a new result "
+            f"({report.directory}/{NEW_FOLDER}/..., an eval-only log); the "
+            "output lists what is missing"
         )
     directories = ", ".join(experiment.directory for experiment in report.experiments)
     return (
@@ -499,20 +492,18 @@ def nothing_found_message(report):
 
 def experiment_text_lines(experiment, spread):
     """CoOp's printout of one experiment, plus ``missing:`` lines for runs without a result."""
-    lines = ["Parsing files in {}".format(experiment.directory)]
+    lines = [f"Parsing files in {experiment.directory}"]
     for run in experiment.runs:
         if run.problem is None:
-            values = "".join(
-                "{}: {:.2f}%. ".format(name, run.values[name]) for name in experiment.metric_names
-            )
-            lines.append("file: {}. {}".format(run.log_path, values))
+            values = "".join(f"{name}: {run.values[name]:.2f}%. " for name in experiment.metric_names)
+            lines.append(f"file: {run.log_path}. {values}")
         else:
-            lines.append("missing: {} ({})".format(run.log_path, run.problem))
-    lines += ["===", "Summary of directory: {}".format(experiment.directory)]
+            lines.append(f"missing: {run.log_path} ({run.problem})")
+    lines += ["===", f"Summary of directory: {experiment.directory}"]
     if experiment.found:
         for name in experiment.metric_names:
             stats = experiment.stats(name)
-            lines.append("* {}: {:.2f}% +- {:.2f}%".format(name, stats.mean, stats.spread(spread)))
+            lines.append(f"* {name}: {stats.mean:.2f}% +- {stats.spread(spread):.2f}%")
     else:
         lines.append("* no run with a result")
     lines.append("===")
@@ -530,10 +521,10 @@ def render_runs_text(report):
     if report.multi_exp and report.with_results:
         lines.append("Average performance")
         for name in _metric_names(report):
-            lines.append("* {}: {:.2f}%".format(name, report.average(name)[0]))
+            lines.append(f"* {name}: {report.average(name)[0]:.2f}%")
         if report.without_results:
             left_out = ", ".join(experiment.directory for experiment in report.without_results)
-            lines.append("Left out of the average (no results): {}".format(left_out))
+            lines.append(f"Left out of the average (no results): {left_out}")
     return "\n".join(lines)
 
 
@@ -563,8 +554,7 @@ def render_runs_csv(report):
         for name in experiment.metric_names if experiment.found else []:
             stats = experiment.stats(name)
             rows.append(
-                dict(where, kind="summary", metric=name, value=stats.mean, n=stats.n,
-                     **{spread: stats.spread(spread)})
+                dict(where, kind="summary", metric=name, value=stats.mean, n=stats.n, **{spread: stats.spread(spread)})
             )
     if report.multi_exp and report.with_results:
         left_out = " ".join(experiment.directory for experiment in report.without_results)
@@ -585,9 +575,7 @@ def render_runs_json(report):
             summary[name] = {"mean": stats.mean, spread: stats.spread(spread), "n": stats.n}
         runs = [{"run": r.name, "file": r.log_path, "values": r.values} for r in experiment.found]
         missing = [
-            {"run": r.name, "file": r.log_path, "reason": r.problem}
-            for r in experiment.runs
-            if r.problem is not None
+            {"run": r.name, "file": r.log_path, "reason": r.problem} for r in experiment.runs if r.problem is not None
         ]
         experiments.append(
             {
@@ -614,8 +602,7 @@ def _aligned(header, rows, footer, left=2):
 
     def line(cells):
         padded = [
-            cell.ljust(width) if i < left else cell.rjust(width)
-            for i, (cell, width) in enumerate(zip(cells, widths))
+            cell.ljust(width) if i < left else cell.rjust(width) for i, (cell, width) in enumerate(zip(cells, widths))
         ]
         return "  ".join(padded).rstrip()
 
@@ -624,26 +611,23 @@ def _aligned(header, rows, footer, left=2):
 
 def _describe(missing):
     if missing.seed is None:
-        where = " ({})".format(missing.path) if missing.path else ""
-        return "{}: {}{}".format(missing.dataset, missing.reason, where)
-    return "{} seed{} {}: {} ({})".format(
-        missing.dataset, missing.seed, missing.side, missing.reason, missing.path
-    )
+        where = f" ({missing.path})" if missing.path else ""
+        return f"{missing.dataset}: {missing.reason}{where}"
+    return f"{missing.dataset} seed{missing.seed} {missing.side}: {missing.reason} ({missing.path})"
 
 
 def _mean_spread(stats, spread):
-    return "{:.2f} +- {:.2f}".format(stats.mean, stats.spread(spread))
+    return f"{stats.mean:.2f} +- {stats.spread(spread):.2f}"
 
 
 def render_base2new_text(report):
     spread = report.spread
-    lines = ["Base-to-new results in {}".format(report.directory)]
+    lines = [f"Base-to-new results in {report.directory}"]
     for setting in report.settings:
         lines += [
             "",
-            "{} / {} / {} ({} %, mean +- {} over seeds; HM of the mean Base and New)".format(
-                setting.shots, setting.trainer, setting.cfg, report.keyword, SPREAD_LABELS[spread]
-            ),
+            f"{setting.shots} / {setting.trainer} / {setting.cfg} ({report.keyword} %, mean +- "
+            f"{SPREAD_LABELS[spread]} over seeds; HM of the mean Base and New)",
         ]
         average = setting.average
         if average is None:
@@ -651,13 +635,18 @@ def render_base2new_text(report):
         else:
             header = ["Dataset", "Seeds", "Base", "New", "HM"]
             rows = [
-                [row.dataset, ",".join(map(str, row.seeds)), _mean_spread(row.base, spread),
-                 _mean_spread(row.new, spread), "{:.2f}".format(row.hm)]
+                [
+                    row.dataset,
+                    ",".join(map(str, row.seeds)),
+                    _mean_spread(row.base, spread),
+                    _mean_spread(row.new, spread),
+                    f"{row.hm:.2f}",
+                ]
                 for row in setting.rows
             ]
             count = len(average.datasets)
             footer = ["Average ({} dataset{})".format(count, "" if count == 1 else "s"), ""] + [
-                "{:.2f}".format(value) for value in (average.base, average.new, average.hm)
+                f"{value:.2f}" for value in (average.base, average.new, average.hm)
             ]
             lines += _aligned(header, rows, footer)
         if setting.missing:
@@ -670,29 +659,70 @@ def render_base2new_csv(report):
     """One row per seed, dataset, average and missing item (column kind); spread as chosen."""
     spread = report.spread
     base_spread, new_spread = "base_" + spread, "new_" + spread
-    columns = ["kind", "shots", "trainer", "cfg", "dataset", "seeds", "n", "base", base_spread,
-               "new", new_spread, "hm", "side", "path", "note"]
+    columns = [
+        "kind",
+        "shots",
+        "trainer",
+        "cfg",
+        "dataset",
+        "seeds",
+        "n",
+        "base",
+        base_spread,
+        "new",
+        new_spread,
+        "hm",
+        "side",
+        "path",
+        "note",
+    ]
     rows = []
     for setting in report.settings:
         where = {"shots": setting.shots, "trainer": setting.trainer, "cfg": setting.cfg}
         for row in setting.rows:
             for pair in row.pairs:
-                rows.append(dict(where, kind="seed", dataset=row.dataset, seeds=pair.seed, n=1,
-                                 base=pair.base, new=pair.new))
+                rows.append(
+                    dict(where, kind="seed", dataset=row.dataset, seeds=pair.seed, n=1, base=pair.base, new=pair.new)
+                )
             rows.append(
-                dict(where, kind="dataset", dataset=row.dataset, n=len(row.pairs),
-                     seeds=" ".join(map(str, row.seeds)), base=row.base.mean, new=row.new.mean,
-                     hm=row.hm,
-                     **{base_spread: row.base.spread(spread), new_spread: row.new.spread(spread)})
+                dict(
+                    where,
+                    kind="dataset",
+                    dataset=row.dataset,
+                    n=len(row.pairs),
+                    seeds=" ".join(map(str, row.seeds)),
+                    base=row.base.mean,
+                    new=row.new.mean,
+                    hm=row.hm,
+                    **{base_spread: row.base.spread(spread), new_spread: row.new.spread(spread)},
+                )
             )
         average = setting.average
         if average is not None:
-            rows.append(dict(where, kind="average", dataset="Average", n=len(average.datasets),
-                             base=average.base, new=average.new, hm=average.hm,
-                             note=" ".join(average.datasets)))
+            rows.append(
+                dict(
+                    where,
+                    kind="average",
+                    dataset="Average",
+                    n=len(average.datasets),
+                    base=average.base,
+                    new=average.new,
+                    hm=average.hm,
+                    note=" ".join(average.datasets),
+                )
+            )
         for missing in setting.missing:
-            rows.append(dict(where, kind="missing", dataset=missing.dataset, seeds=missing.seed,
-                             side=missing.side, path=missing.path, note=missing.reason))
+            rows.append(
+                dict(
+                    where,
+                    kind="missing",
+                    dataset=missing.dataset,
+                    seeds=missing.seed,
+                    side=missing.side,
+                    path=missing.path,
+                    note=missing.reason,
+                )
+            )
     return _csv_text(columns, rows)
 
 
@@ -784,9 +814,7 @@ def main(args, end_signal=None):
         has_results = any(setting.rows for setting in report.settings)
     else:
         end_signals = resolve_end_signals(end_signal, args.test_log)
-        report = parse_runs(
-            args.directory, args.keyword, end_signals, _spread(args), args.multi_exp, seeds
-        )
+        report = parse_runs(args.directory, args.keyword, end_signals, _spread(args), args.multi_exp, seeds)
         has_results = bool(report.with_results)
     print(RENDERERS[type(report)][getattr(args, "format", "text")](report))
     if not has_results:
@@ -797,7 +825,7 @@ def main(args, end_signal=None):
 def _names(text):
     names = [name.strip() for name in text.split(",")]
     if not all(names):
-        raise argparse.ArgumentTypeError("expected comma-separated names, got {!r}".format(text))
+        raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
     return names
 
 
@@ -805,16 +833,13 @@ def _seeds(text):
     try:
         return [int(seed) for seed in _names(text)]
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            "expected comma-separated integers, got {!r}".format(text)
-        ) from None
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
 def build_parser():
     parser = argparse.ArgumentParser(
         prog=osp.basename(__file__),
-        description="Aggregate the results in the log.txt files that train.py writes "
-        "(see docs/results.md)."
+        description="Aggregate the results in the log.txt files that train.py writes (see docs/results.md).",
     )
     add = parser.add_argument
     add("directory", type=str, help="folder of run folders (seed1, seed2, ...)")
@@ -823,8 +848,11 @@ def build_parser():
     add("--multi-exp", action="store_true", help="directory holds several experiment folders")
     add("--keyword", default="accuracy", type=str, help="metric: accuracy, error, macro_f1")
     add("--format", choices=FORMATS, default="text", help="output format (default: text)")
-    add("--base2new", action="store_true",
-        help="directory holds train_base/ (or test_base/) and test_new/: print the Base / New / HM table")
+    add(
+        "--base2new",
+        action="store_true",
+        help="directory holds train_base/ (or test_base/) and test_new/: print the Base / New / HM table",
+    )
     add("--datasets", type=_names, default=None, help="base2new rows, in this order: a,b,c")
     add("--seeds", type=_seeds, default=None, help="expected seeds, e.g. 1,2,3 (folders seed<S>)")
     return parser
@@ -844,7 +872,7 @@ def cli(argv=None):
     try:
         main(args)
     except NoResultsError as error:
-        print("{}: error: {}".format(parser.prog, error), file=sys.stderr)
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 1
     return 0
 

@@ -14,6 +14,7 @@ and exit with status 1.
 Multi-process (multi-GPU) training: ``torchrun --nproc_per_node N train.py ...`` with the same
 arguments; DATALOADER.TRAIN_X.BATCH_SIZE is the batch of each process (docs/engine.md).
 """
+
 import argparse
 import sys
 
@@ -64,7 +65,7 @@ def print_args(args, cfg):
     print("** Arguments **")
     print("***************")
     for key in sorted(vars(args)):
-        print("{}: {}".format(key, getattr(args, key)))
+        print(f"{key}: {getattr(args, key)}")
     print("************")
     print("** Config **")
     print("************")
@@ -175,7 +176,7 @@ def check_model_files(trainer, model_dir, epoch):
     """Fail early, naming what exists, when an --eval-only model file is missing."""
     if not model_dir:
         if epoch is not None:
-            raise CommandLineError("--load-epoch {} needs --model-dir".format(epoch))
+            raise CommandLineError(f"--load-epoch {epoch} needs --model-dir")
         return
     for name in trainer.get_model_names():
         find_model_file(model_dir, name, epoch)
@@ -185,10 +186,8 @@ def print_distributed_setup(cfg):
     """One line on the process group and the global batch (distributed runs only)."""
     world_size, batch_size = get_world_size(), cfg.DATALOADER.TRAIN_X.BATCH_SIZE
     print(
-        "Distributed run: {} processes ({}); training batch {} per process "
-        "(DATALOADER.TRAIN_X.BATCH_SIZE), global batch {} x {} = {}".format(
-            world_size, dist.get_backend(), batch_size, world_size, batch_size, world_size * batch_size
-        )
+        f"Distributed run: {world_size} processes ({dist.get_backend()}); training batch {batch_size} per process "
+        f"(DATALOADER.TRAIN_X.BATCH_SIZE), global batch {world_size} x {batch_size} = {world_size * batch_size}"
     )
 
 
@@ -204,7 +203,7 @@ def run_trainer(cfg, args):
     # The logger first, so that the seed line reaches log.txt (dassl-api §9.12).
     setup_logger(cfg.OUTPUT_DIR)
     if cfg.SEED >= 0:
-        print("Setting fixed seed: {}".format(cfg.SEED))
+        print(f"Setting fixed seed: {cfg.SEED}")
         set_random_seed(cfg.SEED)
     if is_distributed():
         print_distributed_setup(cfg)
@@ -212,10 +211,10 @@ def run_trainer(cfg, args):
         torch.backends.cudnn.benchmark = True
 
     print_args(args, cfg)
-    print("Effective OPTIM.MAX_EPOCH: {}".format(cfg.OPTIM.MAX_EPOCH))
+    print(f"Effective OPTIM.MAX_EPOCH: {cfg.OPTIM.MAX_EPOCH}")
     print("Collecting env info ...")
     if is_main_process():  # it takes seconds, and only rank 0's console and log show it
-        print("** System info **\n{}\n".format(collect_env_info()))
+        print(f"** System info **\n{collect_env_info()}\n")
 
     trainer = build_trainer(cfg)
 
@@ -233,24 +232,18 @@ def build_parser():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--root", type=str, default="", help="path to dataset")
     parser.add_argument("--output-dir", type=str, default="", help="output directory")
-    parser.add_argument(
-        "--resume", type=str, default="", help="checkpoint directory (from which the training resumes)"
-    )
+    parser.add_argument("--resume", type=str, default="", help="checkpoint directory (from which the training resumes)")
     parser.add_argument("--seed", type=int, default=-1, help="only non-negative values enable a fixed seed")
     parser.add_argument("--source-domains", type=str, nargs="+", help="source domains for DA/DG")
     parser.add_argument("--target-domains", type=str, nargs="+", help="target domains for DA/DG")
     parser.add_argument("--transforms", type=str, nargs="+", help="data augmentation methods")
     parser.add_argument("--config-file", type=str, default="", help="path to config file")
-    parser.add_argument(
-        "--dataset-config-file", type=str, default="", help="path to config file for dataset setup"
-    )
+    parser.add_argument("--dataset-config-file", type=str, default="", help="path to config file for dataset setup")
     parser.add_argument("--trainer", type=str, default="", help="name of trainer")
     parser.add_argument("--backbone", type=str, default="", help="name of CNN backbone")
     parser.add_argument("--head", type=str, default="", help="name of head")
     parser.add_argument("--eval-only", action="store_true", help="evaluation only")
-    parser.add_argument(
-        "--model-dir", type=str, default="", help="load model from this directory for eval-only mode"
-    )
+    parser.add_argument("--model-dir", type=str, default="", help="load model from this directory for eval-only mode")
     parser.add_argument("--load-epoch", type=int, help="load model weights at this epoch for evaluation")
     parser.add_argument("--no-train", action="store_true", help="do not call trainer.train()")
     parser.add_argument(
@@ -267,7 +260,7 @@ def run(argv=None):
     except USER_ERRORS as e:
         sys.stdout.flush()
         # stdout, so that the message also reaches log.txt when the logger is set up
-        print("Error: {}".format(e))
+        print(f"Error: {e}")
         return 1
     return 0
 

@@ -13,6 +13,7 @@ Peak memory:
   run then faults its pages in again and slows down (2.3x on a tiny training step, measured).
 Both report the peak in absolute terms and as the increase over the start of the section.
 """
+
 import ctypes
 import ctypes.util
 import functools
@@ -112,8 +113,12 @@ class PeakMemory:
 
     def as_dict(self):
         increase = None if self.peak_bytes is None else self.peak_bytes - self.start_bytes
-        return {"method": self.method, "start_bytes": self.start_bytes, "peak_bytes": self.peak_bytes,
-                "peak_increase_bytes": increase}
+        return {
+            "method": self.method,
+            "start_bytes": self.start_bytes,
+            "peak_bytes": self.peak_bytes,
+            "peak_increase_bytes": increase,
+        }
 
 
 def timed(function, device):
@@ -157,6 +162,10 @@ def machine_description(device):
     }
     if device.type == "cuda":
         properties = torch.cuda.get_device_properties(device)
-        description.update(gpu_name=properties.name, gpu_memory_bytes=properties.total_memory,
-                           gpu_capability=f"{properties.major}.{properties.minor}", cuda=torch.version.cuda)
+        description.update(
+            gpu_name=properties.name,
+            gpu_memory_bytes=properties.total_memory,
+            gpu_capability=f"{properties.major}.{properties.minor}",
+            cuda=torch.version.cuda,
+        )
     return description

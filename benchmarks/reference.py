@@ -24,6 +24,7 @@ Sizes where the loop would take hours: ``max_token_pairs`` solves a uniform rand
 linearly (the loop's cost is a sum over pairs); the other pairs' s_tok are filled with the
 subset's mean, so logits are then only good for timing.
 """
+
 import time
 from dataclasses import dataclass, field
 
@@ -78,7 +79,7 @@ def reference_sinkhorn(cost, eps, max_iter, thresh):
     row_marginal = torch.full((problems, rows), 1.0 / rows, dtype=cost.dtype, device=cost.device)
     col_marginal = torch.full((problems, cols), 1.0 / cols, dtype=cost.dtype, device=cost.device)
     r, c = torch.ones_like(row_marginal), torch.ones_like(col_marginal)
-    for iteration in range(1, max_iter + 1):
+    for iteration in range(1, max_iter + 1):  # noqa: B007 (returned: the stopping iteration)
         r_prev = r
         r = row_marginal / torch.einsum("smn,sn->sm", kernel, c)
         c = col_marginal / torch.einsum("smn,sm->sn", kernel, r)
@@ -124,8 +125,19 @@ def reference_token_similarity(img_tokens, txt_tokens, *, eps, max_iter, thresh,
     return s_tok, stats
 
 
-def reference_ot_logits(img_global, img_tokens, txt_global, txt_tokens, logit_scale, *, eps, max_iter,
-                        thresh, hierarchical=True, max_token_pairs=None):
+def reference_ot_logits(
+    img_global,
+    img_tokens,
+    txt_global,
+    txt_tokens,
+    logit_scale,
+    *,
+    eps,
+    max_iter,
+    thresh,
+    hierarchical=True,
+    max_token_pairs=None,
+):
     """The reference's hierarchical OT: (logits (B, C) float32, ReferenceOTStats).
 
     img_global: (B, V, D) and txt_global: (C, T, D) L2-normalised global features; img_tokens
@@ -140,12 +152,14 @@ def reference_ot_logits(img_global, img_tokens, txt_global, txt_tokens, logit_sc
         cost = 1.0 - sim.detach()
         stats = ReferenceOTStats()
         if hierarchical:
-            s_tok, stats = reference_token_similarity(img_tokens, txt_tokens, eps=eps, max_iter=max_iter,
-                                                      thresh=thresh, max_pairs=max_token_pairs)
+            s_tok, stats = reference_token_similarity(
+                img_tokens, txt_tokens, eps=eps, max_iter=max_iter, thresh=thresh, max_pairs=max_token_pairs
+            )
             cost = cost + s_tok
         with torch.no_grad():
             plan, stats.prompt_iterations = reference_sinkhorn(
-                cost.reshape(batch * classes, v_prompts, t_prompts), eps, max_iter, thresh)
+                cost.reshape(batch * classes, v_prompts, t_prompts), eps, max_iter, thresh
+            )
         logits = logit_scale.float().reshape(()) * (plan.view_as(sim) * sim).sum((2, 3))
     return logits, stats
 
@@ -180,11 +194,15 @@ class ReferenceALIGN(nn.Module):
 
     def __init__(self, settings, classnames, clip_model, prompt_learner, max_token_pairs=None):
         super().__init__()
-        departures = {name: getattr(settings, name) for name, value in REFERENCE_SWITCHES.items()
-                      if getattr(settings, name) != value}
+        departures = {
+            name: getattr(settings, name)
+            for name, value in REFERENCE_SWITCHES.items()
+            if getattr(settings, name) != value
+        }
         if departures:
-            raise ValueError(f"the reference computation has no switches: it needs {REFERENCE_SWITCHES}, "
-                             f"got {departures}")
+            raise ValueError(
+                f"the reference computation has no switches: it needs {REFERENCE_SWITCHES}, got {departures}"
+            )
         self.settings = settings
         self.clip = clip_model
         self.prompt_learner = prompt_learner
@@ -201,7 +219,7 @@ class ReferenceALIGN(nn.Module):
         self.n_classes = len(classnames)
         self.register_buffer("tokenized", tokenized, persistent=False)  # (C*T, 77), row c*T + t
         self.register_buffer("token_prefix", embedding[:, :1], persistent=False)
-        self.register_buffer("token_suffix", embedding[:, 1 + n_ctx:], persistent=False)
+        self.register_buffer("token_suffix", embedding[:, 1 + n_ctx :], persistent=False)
         eot = tokenized.argmax(dim=-1)
         # Kept text tokens of class c: positions 0 .. e-2, e = EOT of the class's prompt 0.
         self.kept_lengths = (eot[::n_prompts] - 1).tolist()
@@ -213,12 +231,15 @@ class ReferenceALIGN(nn.Module):
         ctx = learner.ctx.repeat(classes, 1, 1)  # row c*T + t holds prompt t
         embeddings = torch.cat([self.token_prefix, ctx, self.token_suffix], dim=1)
         deep = [prompt.repeat(classes, 1, 1) for prompt in learner.compound_prompts_text]
-        features = self.clip.encode_text(self.tokenized, prompt_embeddings=embeddings, deep_prompts=deep or None,
-                                         return_tokens=True)  # (C*T, 77, D) for CLIP
+        features = self.clip.encode_text(
+            self.tokenized, prompt_embeddings=embeddings, deep_prompts=deep or None, return_tokens=True
+        )  # (C*T, 77, D) for CLIP
         rows = torch.arange(features.shape[0], device=features.device)
         global_ = F.normalize(features[rows, self.tokenized.argmax(dim=-1)], dim=-1).view(classes, n_prompts, -1)
-        tokens = [F.normalize(features[c * n_prompts:(c + 1) * n_prompts, :length], dim=-1)
-                  for c, length in enumerate(self.kept_lengths)]
+        tokens = [
+            F.normalize(features[c * n_prompts : (c + 1) * n_prompts, :length], dim=-1)
+            for c, length in enumerate(self.kept_lengths)
+        ]
         return global_, tokens
 
     def encode_image(self, image):
@@ -226,8 +247,9 @@ class ReferenceALIGN(nn.Module):
         n_images, n_prompts = image.shape[0], self.prompt_learner.n_prompts
         shallow, deep = self.prompt_learner.vision_prompts(n_images)
         images = image.type(self.clip.dtype).repeat_interleave(n_prompts, dim=0)
-        tokens = self.clip.encode_image(images, shallow_prompts=shallow, deep_prompts=deep or None,
-                                        return_tokens=True)  # (B*V, 1 + P, D)
+        tokens = self.clip.encode_image(
+            images, shallow_prompts=shallow, deep_prompts=deep or None, return_tokens=True
+        )  # (B*V, 1 + P, D)
         tokens = F.normalize(tokens, dim=-1).view(n_images, n_prompts, tokens.shape[1], -1)
         return tokens[:, :, 0], tokens[:, :, 1:]
 
@@ -237,7 +259,15 @@ class ReferenceALIGN(nn.Module):
         img_global, img_tokens = self.encode_image(image)
         txt_global, txt_tokens = self.encode_text()
         logits, self.last_stats = reference_ot_logits(
-            img_global, img_tokens, txt_global, txt_tokens, self.clip.logit_scale.exp(), eps=s.eps,
-            max_iter=s.ot_max_iter, thresh=s.ot_thresh, hierarchical=s.hierarchical,
-            max_token_pairs=self.max_token_pairs)
+            img_global,
+            img_tokens,
+            txt_global,
+            txt_tokens,
+            self.clip.logit_scale.exp(),
+            eps=s.eps,
+            max_iter=s.ot_max_iter,
+            thresh=s.ot_thresh,
+            hierarchical=s.hierarchical,
+            max_token_pairs=self.max_token_pairs,
+        )
         return logits

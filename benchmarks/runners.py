@@ -11,10 +11,11 @@ returns the samples, their median and the peak memory. Where the reference solve
 subset of the token-level pairs (``max_token_pairs``), its time is the measured wall time plus
 the linear extrapolation of its token loop to the skipped pairs, and the result says so.
 """
+
 import copy
 import statistics
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -88,7 +89,7 @@ class RunOptions:
     depth: int
     repeats: int
     warmup: int
-    ref_max_pairs: Optional[int]  # None: the reference solves all pairs
+    ref_max_pairs: int | None  # None: the reference solves all pairs
     ot_memory_mb: float
     seed: int
 
@@ -134,8 +135,9 @@ def build_pair(case, options, backbones):
     with torch.random.fork_rng(devices=[]), torch.device(device):
         torch.manual_seed(options.seed)
         project = ALIGNCLIP(settings, names, clip_model)
-    reference = ReferenceALIGN(settings, names, clip_model, copy.deepcopy(project.prompt_learner),
-                               max_token_pairs=options.ref_max_pairs).to(device)
+    reference = ReferenceALIGN(
+        settings, names, clip_model, copy.deepcopy(project.prompt_learner), max_token_pairs=options.ref_max_pairs
+    ).to(device)
     return precision, project, reference
 
 
@@ -187,9 +189,11 @@ class ReferenceTally:
             "prompt_iterations_mean": statistics.mean(stats.prompt_iterations for stats in self.stats),
         }
         if token_iterations:
-            summary.update(token_iterations_mean=statistics.mean(token_iterations),
-                           token_iterations_min=min(token_iterations),
-                           token_iterations_max=max(token_iterations))
+            summary.update(
+                token_iterations_mean=statistics.mean(token_iterations),
+                token_iterations_min=min(token_iterations),
+                token_iterations_max=max(token_iterations),
+            )
         return summary
 
 
@@ -200,7 +204,7 @@ class Side:
 
     run: Callable[[], float]
     warmup: Callable[[], float]
-    tally: Optional[ReferenceTally] = None
+    tally: ReferenceTally | None = None
 
 
 def measure_sides(sides, options, progress, label):
@@ -243,7 +247,7 @@ def measure_sides(sides, options, progress, label):
     for name, side in sides.items():
         progress(f"{label}: {name} warm-up x{options.warmup}")
         release_freed_heap()
-        guarded(name, lambda: in_memory_window(name, lambda: [side.warmup() for _ in range(options.warmup)]))
+        guarded(name, lambda: in_memory_window(name, lambda: [side.warmup() for _ in range(options.warmup)]))  # noqa: B023
         if side.tally is not None:
             side.tally.clear()
     for repeat in range(options.repeats):
@@ -252,9 +256,9 @@ def measure_sides(sides, options, progress, label):
             if name in errors:
                 continue
             if options.warmup:
-                guarded(name, lambda: timed_run(name, side))
+                guarded(name, lambda: timed_run(name, side))  # noqa: B023
             else:
-                guarded(name, lambda: in_memory_window(name, lambda: timed_run(name, side)))
+                guarded(name, lambda: in_memory_window(name, lambda: timed_run(name, side)))  # noqa: B023
 
     results = {}
     for name, side in sides.items():
@@ -262,9 +266,13 @@ def measure_sides(sides, options, progress, label):
             results[name] = {"error": errors[name]}
             continue
         peaks = [window for window in windows[name] if window["peak_bytes"] is not None]
-        results[name] = {"seconds": seconds[name], "median_s": median(seconds[name]), "min_s": min(seconds[name]),
-                         "memory": max(peaks, key=lambda w: w["peak_bytes"]) if peaks else windows[name][0],
-                         "memory_measured_on": memory_on}
+        results[name] = {
+            "seconds": seconds[name],
+            "median_s": median(seconds[name]),
+            "min_s": min(seconds[name]),
+            "memory": max(peaks, key=lambda w: w["peak_bytes"]) if peaks else windows[name][0],
+            "memory_measured_on": memory_on,
+        }
         if side.tally is not None:
             summary = side.tally.summary()
             results[name].update(reference_ot=summary, extrapolated=summary.get("extrapolated", False))
@@ -291,8 +299,12 @@ def measure_train(case, options, backbones, progress):
         reference_step(images, labels)
         return tally.add(reference.last_stats)
 
-    results = measure_sides({"project": Side(project_run, project_run),
-                             "reference": Side(reference_run, reference_run, tally)}, options, progress, case.label)
+    results = measure_sides(
+        {"project": Side(project_run, project_run), "reference": Side(reference_run, reference_run, tally)},
+        options,
+        progress,
+        case.label,
+    )
     results["precision_effective"] = precision.name
     return results
 
@@ -303,8 +315,10 @@ def measure_eval(case, options, backbones, progress):
     precision, project, reference = build_pair(case, options, backbones)
     generator = torch.Generator().manual_seed(options.seed)
     resolution = options.dims.image_resolution
-    batches = [torch.randn(case.batch, 3, resolution, resolution, generator=generator).to(device)
-               for _ in range(case.eval_batches)]
+    batches = [
+        torch.randn(case.batch, 3, resolution, resolution, generator=generator).to(device)
+        for _ in range(case.eval_batches)
+    ]
     tally = ReferenceTally()
 
     def evaluate(model, batches, after_batch):
@@ -326,9 +340,14 @@ def measure_eval(case, options, backbones, progress):
 
     calls_before = project.text_encoder_calls
     results = measure_sides(
-        {"project": Side(lambda: project_evaluation(batches), lambda: project_evaluation(batches[:1])),
-         "reference": Side(lambda: reference_evaluation(batches), lambda: reference_evaluation(batches[:1]), tally)},
-        options, progress, case.label)
+        {
+            "project": Side(lambda: project_evaluation(batches), lambda: project_evaluation(batches[:1])),
+            "reference": Side(lambda: reference_evaluation(batches), lambda: reference_evaluation(batches[:1]), tally),
+        },
+        options,
+        progress,
+        case.label,
+    )
     images = case.batch * case.eval_batches
     for side in ("project", "reference"):
         if "median_s" in results[side]:
@@ -336,7 +355,8 @@ def measure_eval(case, options, backbones, progress):
     if "median_s" in results["project"]:
         evaluations = options.warmup + options.repeats
         results["project"]["text_encoder_calls_per_evaluation"] = (
-            (project.text_encoder_calls - calls_before) / evaluations)
+            project.text_encoder_calls - calls_before
+        ) / evaluations
     results["precision_effective"] = precision.name
     return results
 
@@ -358,39 +378,79 @@ def measure_ot(case, options, progress):
     names = class_names(case.classes)
     lengths = kept_token_lengths(names, prefixes[0])
     img_len = options.dims.image_tokens + settings.n_ctx
-    inputs = synthetic_ot_inputs(case.batch, case.classes, settings.n_text_prompts, img_len, options.dims.embed_dim,
-                                 lengths, seed=options.seed, device=device)
+    inputs = synthetic_ot_inputs(
+        case.batch,
+        case.classes,
+        settings.n_text_prompts,
+        img_len,
+        options.dims.embed_dim,
+        lengths,
+        seed=options.seed,
+        device=device,
+    )
     logit_scale = torch.tensor(LOGIT_SCALE, device=device)
-    solver = dict(eps=settings.eps, max_iter=settings.ot_max_iter, thresh=settings.ot_thresh,
-                  hierarchical=settings.hierarchical)
+    solver = dict(
+        eps=settings.eps, max_iter=settings.ot_max_iter, thresh=settings.ot_thresh, hierarchical=settings.hierarchical
+    )
     outputs = {}
     tally = ReferenceTally()
 
     def project_ot():
         outputs["project"] = hierarchical_ot_logits(
-            inputs["img_global"], inputs["img_tokens"], inputs["txt_global"], inputs["txt_tokens"],
-            inputs["txt_token_mask"], logit_scale,
-            token_cost=settings.token_cost, token_weight=settings.token_weight,
-            memory_budget_mb=settings.ot_memory_mb, **solver)
+            inputs["img_global"],
+            inputs["img_tokens"],
+            inputs["txt_global"],
+            inputs["txt_tokens"],
+            inputs["txt_token_mask"],
+            logit_scale,
+            token_cost=settings.token_cost,
+            token_weight=settings.token_weight,
+            memory_budget_mb=settings.ot_memory_mb,
+            **solver,
+        )
         return 0.0
 
     def reference_ot():
         outputs["reference"], stats = reference_ot_logits(
-            inputs["img_global"], inputs["img_tokens"], inputs["txt_global"], inputs["txt_token_list"],
-            logit_scale, max_token_pairs=options.ref_max_pairs, **solver)
+            inputs["img_global"],
+            inputs["img_tokens"],
+            inputs["txt_global"],
+            inputs["txt_token_list"],
+            logit_scale,
+            max_token_pairs=options.ref_max_pairs,
+            **solver,
+        )
         return tally.add(stats)
 
     results = measure_sides(
         {"project": Side(project_ot, project_ot), "reference": Side(reference_ot, reference_ot, tally)},
-        options, progress, case.label)
-    results["inputs_bytes"] = sum(inputs[name].element_size() * inputs[name].numel() for name in
-                                  ("img_global", "img_tokens", "txt_global", "txt_tokens", "txt_token_mask"))
-    results["shapes"] = {"B": case.batch, "C": case.classes, "V": settings.n_vision_prompts,
-                         "T": settings.n_text_prompts, "P": img_len, "D": options.dims.embed_dim,
-                         "L_c_min": min(lengths), "L_c_max": max(lengths)}
+        options,
+        progress,
+        case.label,
+    )
+    results["inputs_bytes"] = sum(
+        inputs[name].element_size() * inputs[name].numel()
+        for name in ("img_global", "img_tokens", "txt_global", "txt_tokens", "txt_token_mask")
+    )
+    results["shapes"] = {
+        "B": case.batch,
+        "C": case.classes,
+        "V": settings.n_vision_prompts,
+        "T": settings.n_text_prompts,
+        "P": img_len,
+        "D": options.dims.embed_dim,
+        "L_c_min": min(lengths),
+        "L_c_max": max(lengths),
+    }
     results["project_classes_per_chunk"] = token_chunk_classes(
-        case.batch, settings.n_vision_prompts, settings.n_text_prompts, img_len, max(lengths),
-        options.dims.embed_dim, settings.ot_memory_mb)
+        case.batch,
+        settings.n_vision_prompts,
+        settings.n_text_prompts,
+        img_len,
+        max(lengths),
+        options.dims.embed_dim,
+        settings.ot_memory_mb,
+    )
     if not results["reference"].get("extrapolated", True) and len(outputs) == 2:
         difference = (outputs["project"] - outputs["reference"]).abs().max()
         results["logits_max_difference_relative"] = float(difference / outputs["reference"].abs().max())

@@ -18,6 +18,7 @@ similarity of about sqrt(s_x * s_y) + m * [same topic] (+- about 0.03 for D = 51
   (c, t) is class c and that of image b its label b mod C: similarities about 0.25, and about 0.3
   with the image's own class, as CLIP's image-text cosines.
 """
+
 import torch
 import torch.nn.functional as F
 
@@ -29,8 +30,28 @@ GLOBAL_CLASS_WEIGHT = 0.05
 
 # Class-name words, each one BPE token. A name of k words gives L_c = 5 + k kept text tokens with
 # the shipped CTX_INIT "a photo of a" (SOS, 4 prompt tokens, k name tokens; "." and EOT dropped).
-NAME_WORDS = ("red", "blue", "green", "small", "large", "wild", "old", "young", "dark", "bright",
-              "dog", "cat", "bird", "car", "tree", "house", "boat", "fish", "flower", "stone")
+NAME_WORDS = (
+    "red",
+    "blue",
+    "green",
+    "small",
+    "large",
+    "wild",
+    "old",
+    "young",
+    "dark",
+    "bright",
+    "dog",
+    "cat",
+    "bird",
+    "car",
+    "tree",
+    "house",
+    "boat",
+    "fish",
+    "flower",
+    "stone",
+)
 NAME_LENGTHS = range(1, 8)  # words per name, cycling: L_c = 6 .. 12
 
 
@@ -55,8 +76,9 @@ def _blend(generator, shared, shared_weight, topic, topic_weight):
     """
     shared_weight = torch.as_tensor(shared_weight)
     noise = _unit(generator, *topic.shape)
-    mixed = (shared_weight.sqrt() * shared + topic_weight ** 0.5 * topic
-             + (1.0 - shared_weight - topic_weight).sqrt() * noise)
+    mixed = (
+        shared_weight.sqrt() * shared + topic_weight**0.5 * topic + (1.0 - shared_weight - topic_weight).sqrt() * noise
+    )
     return F.normalize(mixed, dim=-1)
 
 
@@ -86,15 +108,30 @@ def synthetic_ot_inputs(batch, classes, prompts, img_len, dim, kept_lengths, *, 
     img_tokens = _token_features(generator, shared_token, token_topics, batch, prompts, img_len)
     txt_tokens = _token_features(generator, shared_token, token_topics, classes, prompts, txt_len)
     labels = torch.arange(batch) % classes
-    img_global = _blend(generator, shared_global, GLOBAL_SHARED_WEIGHT,
-                        class_topics[labels][:, None].expand(batch, prompts, dim), GLOBAL_CLASS_WEIGHT)
-    txt_global = _blend(generator, shared_global, GLOBAL_SHARED_WEIGHT,
-                        class_topics[:, None].expand(classes, prompts, dim), GLOBAL_CLASS_WEIGHT)
+    img_global = _blend(
+        generator,
+        shared_global,
+        GLOBAL_SHARED_WEIGHT,
+        class_topics[labels][:, None].expand(batch, prompts, dim),
+        GLOBAL_CLASS_WEIGHT,
+    )
+    txt_global = _blend(
+        generator,
+        shared_global,
+        GLOBAL_SHARED_WEIGHT,
+        class_topics[:, None].expand(classes, prompts, dim),
+        GLOBAL_CLASS_WEIGHT,
+    )
     real = torch.arange(txt_len) < torch.tensor(kept_lengths)[:, None]  # (C, L)
     txt_token_mask = real[:, None].expand(classes, prompts, txt_len).contiguous()
     txt_tokens = txt_tokens * txt_token_mask[..., None]
-    inputs = dict(img_global=img_global, img_tokens=img_tokens, txt_global=txt_global, txt_tokens=txt_tokens,
-                  txt_token_mask=txt_token_mask)
+    inputs = dict(
+        img_global=img_global,
+        img_tokens=img_tokens,
+        txt_global=txt_global,
+        txt_tokens=txt_tokens,
+        txt_token_mask=txt_token_mask,
+    )
     inputs = {name: tensor.to(device) for name, tensor in inputs.items()}
     inputs["txt_token_list"] = [inputs["txt_tokens"][c, :, :length] for c, length in enumerate(kept_lengths)]
     return inputs

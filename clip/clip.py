@@ -39,7 +39,6 @@ IMAGE_STD = (0.26862954, 0.26130258, 0.27577711)
 _CHUNK_BYTES = 1 << 20
 
 
-
 class CLIPWeightsError(RuntimeError):
     """CLIP weights that cannot be used: unknown name, failed download (offline), wrong SHA256,
     or a file that is not a CLIP checkpoint. The message says which file and what to do."""
@@ -85,8 +84,11 @@ def _remember_sha256(path, sha256, key):
         with open(_sidecar_path(path), "w") as file:
             json.dump({"sha256": sha256, **key}, file)
     except OSError as error:  # e.g. a read-only shared cache: correct, only slower next time
-        warnings.warn(f"could not record the SHA256 of {path} in {_sidecar_path(path)} ({error}); "
-                      f"the file will be hashed again next time")
+        warnings.warn(
+            f"could not record the SHA256 of {path} in {_sidecar_path(path)} ({error}); "
+            f"the file will be hashed again next time",
+            stacklevel=2,
+        )
 
 
 def _download(url, root=None):
@@ -103,7 +105,9 @@ def _download(url, root=None):
         found_sha256 = _file_sha256(target)
         if found_sha256 == expected_sha256:
             return target
-        warnings.warn(f"{target} has SHA256 {found_sha256}, expected {expected_sha256}: downloading it again")
+        warnings.warn(
+            f"{target} has SHA256 {found_sha256}, expected {expected_sha256}: downloading it again", stacklevel=2
+        )
 
     partial = target + ".part"
     digest = hashlib.sha256()
@@ -124,11 +128,14 @@ def _download(url, root=None):
                 f"Could not download {url} ({reason}).\nTo run offline, put the file {filename} "
                 f"(SHA256 {expected_sha256}) at {os.path.abspath(target)}; the cache directory is "
                 f"${CACHE_DIR_ENV} if set, else ~/.cache/clip. Or pass the path of a local checkpoint "
-                f"file instead of the model name (clip.load(path), config MODEL.BACKBONE.PATH).") from None
+                f"file instead of the model name (clip.load(path), config MODEL.BACKBONE.PATH)."
+            ) from None
     if digest.hexdigest() != expected_sha256:
         os.remove(partial)
-        raise CLIPWeightsError(f"SHA256 mismatch for {filename} downloaded from {url} to {target}: "
-                           f"expected {expected_sha256}, got {digest.hexdigest()} (file deleted)")
+        raise CLIPWeightsError(
+            f"SHA256 mismatch for {filename} downloaded from {url} to {target}: "
+            f"expected {expected_sha256}, got {digest.hexdigest()} (file deleted)"
+        )
     os.replace(partial, target)
     stat = os.stat(target)
     _remember_sha256(target, expected_sha256, {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns})
@@ -155,18 +162,23 @@ def read_state_dict(path):
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for files it cannot read
-        raise CLIPWeightsError(f"{path}: not a TorchScript archive nor a state dict readable by "
-                         f"torch.load(weights_only=True): {error}") from None
+        raise CLIPWeightsError(
+            f"{path}: not a TorchScript archive nor a state dict readable by torch.load(weights_only=True): {error}"
+        ) from None
     if isinstance(checkpoint, dict) and isinstance(checkpoint.get("state_dict"), dict):
         checkpoint = checkpoint["state_dict"]
     if not isinstance(checkpoint, dict):
-        raise CLIPWeightsError(f"{path}: expected a state dict (a dict of tensors, possibly under 'state_dict'), "
-                         f"got {type(checkpoint).__name__}")
+        raise CLIPWeightsError(
+            f"{path}: expected a state dict (a dict of tensors, possibly under 'state_dict'), "
+            f"got {type(checkpoint).__name__}"
+        )
     if not all(isinstance(value, torch.Tensor) for value in checkpoint.values()):
-        raise CLIPWeightsError(f"{path}: expected a state dict (a dict of tensors, possibly under 'state_dict'), "
-                         f"got dict with keys {list(checkpoint)[:5]}")
+        raise CLIPWeightsError(
+            f"{path}: expected a state dict (a dict of tensors, possibly under 'state_dict'), "
+            f"got dict with keys {list(checkpoint)[:5]}"
+        )
     if checkpoint and all(key.startswith("module.") for key in checkpoint):
-        checkpoint = {key[len("module."):]: value for key, value in checkpoint.items()}
+        checkpoint = {key[len("module.") :]: value for key, value in checkpoint.items()}
     return checkpoint
 
 
@@ -179,13 +191,15 @@ def image_transform(resolution):
     [0, 1] tensor (3, resolution, resolution), normalised with CLIP's mean and std."""
     from torchvision.transforms import CenterCrop, Compose, InterpolationMode, Normalize, Resize, ToTensor
 
-    return Compose([
-        Resize(resolution, interpolation=InterpolationMode.BICUBIC),
-        CenterCrop(resolution),
-        _convert_image_to_rgb,
-        ToTensor(),
-        Normalize(IMAGE_MEAN, IMAGE_STD),
-    ])
+    return Compose(
+        [
+            Resize(resolution, interpolation=InterpolationMode.BICUBIC),
+            CenterCrop(resolution),
+            _convert_image_to_rgb,
+            ToTensor(),
+            Normalize(IMAGE_MEAN, IMAGE_STD),
+        ]
+    )
 
 
 def load(name_or_path, device=None, jit=False, download_root=None, *, vision_heads=None, quick_gelu=True):
@@ -198,15 +212,19 @@ def load(name_or_path, device=None, jit=False, download_root=None, *, vision_hea
     supported. vision_heads / quick_gelu: see model.CLIP (some open_clip checkpoints need them).
     """
     if jit:
-        raise ValueError("jit=True is not supported: this package builds its own model (which takes "
-                         "prompts) from the checkpoint's weights; call clip.load(..., jit=False)")
+        raise ValueError(
+            "jit=True is not supported: this package builds its own model (which takes "
+            "prompts) from the checkpoint's weights; call clip.load(..., jit=False)"
+        )
     if name_or_path in _MODELS:
         path = _download(_MODELS[name_or_path], download_root)
     elif os.path.isfile(name_or_path):
         path = name_or_path
     else:
-        raise CLIPWeightsError(f"{name_or_path!r} is neither a model name ({', '.join(available_models())}) "
-                         f"nor an existing checkpoint file")
+        raise CLIPWeightsError(
+            f"{name_or_path!r} is neither a model name ({', '.join(available_models())}) "
+            f"nor an existing checkpoint file"
+        )
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = build_model(read_state_dict(path), vision_heads=vision_heads, quick_gelu=quick_gelu).to(device)
     if device.type == "cpu":
@@ -232,9 +250,11 @@ def tokenize(texts, context_length=77, truncate=False):
         tokens = [tokenizer.sot_token_id, *tokenizer.encode(text), tokenizer.eot_token_id]
         if len(tokens) > context_length:
             if not truncate:
-                raise ValueError(f"Input text {text!r} is {len(tokens)} tokens long (start and end of "
-                                 f"text included), more than context_length={context_length}; shorten it "
-                                 f"or pass truncate=True")
-            tokens = tokens[:context_length - 1] + [tokenizer.eot_token_id]
-        result[row, :len(tokens)] = torch.tensor(tokens)
+                raise ValueError(
+                    f"Input text {text!r} is {len(tokens)} tokens long (start and end of "
+                    f"text included), more than context_length={context_length}; shorten it "
+                    f"or pass truncate=True"
+                )
+            tokens = tokens[: context_length - 1] + [tokenizer.eot_token_id]
+        result[row, : len(tokens)] = torch.tensor(tokens)
     return result

@@ -76,8 +76,11 @@ class MultiheadSelfAttention(nn.Module):
         """x: (N, L, D) -> (N, L, D); with causal=True token i attends to tokens 0..i only."""
         query, key, value = F.linear(x, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)
         attended = F.scaled_dot_product_attention(
-            _split_heads(query, self.heads), _split_heads(key, self.heads), _split_heads(value, self.heads),
-            is_causal=causal)
+            _split_heads(query, self.heads),
+            _split_heads(key, self.heads),
+            _split_heads(value, self.heads),
+            is_causal=causal,
+        )
         return self.out_proj(_merge_heads(attended))
 
 
@@ -89,11 +92,15 @@ class ResidualAttentionBlock(nn.Module):
         self.causal = causal
         self.attn = MultiheadSelfAttention(width, heads)
         self.ln_1 = LayerNorm(width)
-        self.mlp = nn.Sequential(OrderedDict([
-            ("c_fc", nn.Linear(width, 4 * width)),
-            ("gelu", QuickGELU() if quick_gelu else nn.GELU()),
-            ("c_proj", nn.Linear(4 * width, width)),
-        ]))
+        self.mlp = nn.Sequential(
+            OrderedDict(
+                [
+                    ("c_fc", nn.Linear(width, 4 * width)),
+                    ("gelu", QuickGELU() if quick_gelu else nn.GELU()),
+                    ("c_proj", nn.Linear(4 * width, width)),
+                ]
+            )
+        )
         self.ln_2 = LayerNorm(width)
 
     def forward(self, x):
@@ -112,8 +119,7 @@ def expand_prompts(prompts, batch, width, name):
     if prompts.dim() == 2:
         prompts = prompts.unsqueeze(0).expand(batch, -1, -1)
     if prompts.dim() != 3 or prompts.shape[0] != batch or prompts.shape[2] != width:
-        raise ValueError(f"{name} must have shape (n, {width}) or ({batch}, n, {width}), "
-                         f"got {tuple(prompts.shape)}")
+        raise ValueError(f"{name} must have shape (n, {width}) or ({batch}, n, {width}), got {tuple(prompts.shape)}")
     return prompts
 
 
@@ -125,8 +131,10 @@ def overwrite_positions(x, values, positions, name):
     start, stop, step = positions.indices(x.shape[1])
     values = expand_prompts(values, x.shape[0], x.shape[2], name)
     if step != 1 or values.shape[1] != stop - start:
-        raise ValueError(f"{name} has {values.shape[1]} tokens but is written to positions "
-                         f"{start}..{stop - 1} (step {step}) of a {x.shape[1]}-token sequence")
+        raise ValueError(
+            f"{name} has {values.shape[1]} tokens but is written to positions "
+            f"{start}..{stop - 1} (step {step}) of a {x.shape[1]}-token sequence"
+        )
     return torch.cat([x[:, :start], values.to(x.dtype), x[:, stop:]], dim=1)
 
 
@@ -138,7 +146,8 @@ class Transformer(nn.Module):
         self.width = width
         self.layers = layers
         self.resblocks = nn.Sequential(
-            *[ResidualAttentionBlock(width, heads, causal, quick_gelu) for _ in range(layers)])
+            *[ResidualAttentionBlock(width, heads, causal, quick_gelu) for _ in range(layers)]
+        )
 
     def forward(self, x, deep_prompts=None, prompt_positions=None):
         """x: (N, L, width) -> (N, L, width).
@@ -149,15 +158,18 @@ class Transformer(nn.Module):
         """
         deep_prompts = _as_layer_list(deep_prompts)
         if len(deep_prompts) > self.layers - 1:
-            raise ValueError(f"{len(deep_prompts)} deep prompts are written before blocks "
-                             f"1..{len(deep_prompts)}, but this transformer has {self.layers} "
-                             f"blocks (0..{self.layers - 1}): at most {self.layers - 1} deep prompts")
+            raise ValueError(
+                f"{len(deep_prompts)} deep prompts are written before blocks "
+                f"1..{len(deep_prompts)}, but this transformer has {self.layers} "
+                f"blocks (0..{self.layers - 1}): at most {self.layers - 1} deep prompts"
+            )
         if deep_prompts and prompt_positions is None:
             raise ValueError("deep prompts need prompt_positions (a slice of the positions they overwrite)")
         for index, block in enumerate(self.resblocks):
             if 1 <= index <= len(deep_prompts):
-                x = overwrite_positions(x, deep_prompts[index - 1], prompt_positions,
-                                        name=f"deep prompt {index - 1} (before block {index})")
+                x = overwrite_positions(
+                    x, deep_prompts[index - 1], prompt_positions, name=f"deep prompt {index - 1} (before block {index})"
+                )
             x = block(x)
         return x
 
@@ -173,7 +185,7 @@ class VisionTransformer(nn.Module):
         self.output_dim = output_dim
         self.width = width
         self.conv1 = nn.Conv2d(3, width, kernel_size=patch_size, stride=patch_size, bias=False)
-        scale = width ** -0.5
+        scale = width**-0.5
         self.class_embedding = nn.Parameter(scale * torch.randn(width))
         self.positional_embedding = nn.Parameter(scale * torch.randn((input_resolution // patch_size) ** 2 + 1, width))
         self.ln_pre = LayerNorm(width)
@@ -194,8 +206,10 @@ class VisionTransformer(nn.Module):
         _check_images(x, self.input_resolution)
         deep_prompts = _as_layer_list(deep_prompts)
         if deep_prompts and shallow_prompts is None:
-            raise ValueError("deep visual prompts overwrite the shallow prompt tokens at the end of "
-                             "the sequence: pass shallow_prompts too")
+            raise ValueError(
+                "deep visual prompts overwrite the shallow prompt tokens at the end of "
+                "the sequence: pass shallow_prompts too"
+            )
         x = self.conv1(x.to(self.conv1.weight.dtype))  # (N, width, G, G)
         x = x.flatten(2).transpose(1, 2)  # (N, G*G, width), patches in row-major order
         class_token = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
@@ -215,8 +229,9 @@ class VisionTransformer(nn.Module):
 
 def _check_images(images, resolution):
     if images.dim() != 4 or images.shape[1] != 3 or tuple(images.shape[2:]) != (resolution, resolution):
-        raise ValueError(f"images must have shape (N, 3, {resolution}, {resolution}) for this model, "
-                         f"got {tuple(images.shape)}")
+        raise ValueError(
+            f"images must have shape (N, 3, {resolution}, {resolution}) for this model, got {tuple(images.shape)}"
+        )
 
 
 class Bottleneck(nn.Module):
@@ -240,11 +255,15 @@ class Bottleneck(nn.Module):
         self.downsample = None
         if stride > 1 or inplanes != planes * self.expansion:
             # Keys "-1" (no parameters), "0", "1" give OpenAI's names downsample.0.*, downsample.1.*
-            self.downsample = nn.Sequential(OrderedDict([
-                ("-1", nn.AvgPool2d(stride)),
-                ("0", nn.Conv2d(inplanes, planes * self.expansion, 1, stride=1, bias=False)),
-                ("1", nn.BatchNorm2d(planes * self.expansion)),
-            ]))
+            self.downsample = nn.Sequential(
+                OrderedDict(
+                    [
+                        ("-1", nn.AvgPool2d(stride)),
+                        ("0", nn.Conv2d(inplanes, planes * self.expansion, 1, stride=1, bias=False)),
+                        ("1", nn.BatchNorm2d(planes * self.expansion)),
+                    ]
+                )
+            )
 
     def forward(self, x):
         """x: (N, inplanes, H, W) -> (N, 4 planes, H / stride, W / stride)"""
@@ -261,7 +280,7 @@ class AttentionPool2d(nn.Module):
 
     def __init__(self, spatial_dim, embed_dim, num_heads, output_dim):
         super().__init__()
-        self.positional_embedding = nn.Parameter(torch.randn(spatial_dim ** 2 + 1, embed_dim) / embed_dim ** 0.5)
+        self.positional_embedding = nn.Parameter(torch.randn(spatial_dim**2 + 1, embed_dim) / embed_dim**0.5)
         self.k_proj = nn.Linear(embed_dim, embed_dim)
         self.q_proj = nn.Linear(embed_dim, embed_dim)
         self.v_proj = nn.Linear(embed_dim, embed_dim)
@@ -275,7 +294,8 @@ class AttentionPool2d(nn.Module):
         pooled = F.scaled_dot_product_attention(
             _split_heads(self.q_proj(x[:, :1]), self.num_heads),
             _split_heads(self.k_proj(x), self.num_heads),
-            _split_heads(self.v_proj(x), self.num_heads))  # (N, heads, 1, C / heads)
+            _split_heads(self.v_proj(x), self.num_heads),
+        )  # (N, heads, 1, C / heads)
         return self.c_proj(_merge_heads(pooled)[:, 0])
 
 
@@ -286,8 +306,10 @@ class ModifiedResNet(nn.Module):
     def __init__(self, layers, output_dim, heads, input_resolution=224, width=64):
         super().__init__()
         if input_resolution % 32 or len(layers) != 4:
-            raise ValueError(f"ModifiedResNet needs an image resolution that is a multiple of 32 and four "
-                             f"stage depths, got {input_resolution} and {tuple(layers)}")
+            raise ValueError(
+                f"ModifiedResNet needs an image resolution that is a multiple of 32 and four "
+                f"stage depths, got {input_resolution} and {tuple(layers)}"
+            )
         self.input_resolution = input_resolution
         self.output_dim = output_dim
         self.conv1 = nn.Conv2d(3, width // 2, kernel_size=3, stride=2, padding=1, bias=False)
@@ -303,9 +325,13 @@ class ModifiedResNet(nn.Module):
         inplanes = width
         stages = []
         for index, blocks in enumerate(layers):
-            planes, stride = width * 2 ** index, (1 if index == 0 else 2)
-            stages.append(nn.Sequential(Bottleneck(inplanes, planes, stride),
-                                        *[Bottleneck(planes * Bottleneck.expansion, planes) for _ in range(blocks - 1)]))
+            planes, stride = width * 2**index, (1 if index == 0 else 2)
+            stages.append(
+                nn.Sequential(
+                    Bottleneck(inplanes, planes, stride),
+                    *[Bottleneck(planes * Bottleneck.expansion, planes) for _ in range(blocks - 1)],
+                )
+            )
             inplanes = planes * Bottleneck.expansion
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.attnpool = AttentionPool2d(input_resolution // 32, width * 32, heads, output_dim)
@@ -313,8 +339,10 @@ class ModifiedResNet(nn.Module):
     def forward(self, x, shallow_prompts=None, deep_prompts=None, return_tokens=False):
         """x: (N, 3, R, R) images, cast to the tower's dtype -> (N, output_dim)."""
         if shallow_prompts is not None or _as_layer_list(deep_prompts) or return_tokens:
-            raise ValueError("the ModifiedResNet image tower has no token sequence: it takes no "
-                             "shallow_prompts or deep_prompts and cannot return_tokens (use a ViT backbone)")
+            raise ValueError(
+                "the ModifiedResNet image tower has no token sequence: it takes no "
+                "shallow_prompts or deep_prompts and cannot return_tokens (use a ViT backbone)"
+            )
         _check_images(x, self.input_resolution)
         x = x.to(self.conv1.weight.dtype)
         x = self.relu1(self.bn1(self.conv1(x)))
@@ -333,23 +361,45 @@ class CLIP(nn.Module):
     LAION ViT-H/14: vision_heads=16, quick_gelu=False.
     """
 
-    def __init__(self, embed_dim, image_resolution, vision_layers, vision_width, vision_patch_size,
-                 context_length, vocab_size, transformer_width, transformer_heads, transformer_layers,
-                 *, vision_heads=None, quick_gelu=True):
+    def __init__(
+        self,
+        embed_dim,
+        image_resolution,
+        vision_layers,
+        vision_width,
+        vision_patch_size,
+        context_length,
+        vocab_size,
+        transformer_width,
+        transformer_heads,
+        transformer_layers,
+        *,
+        vision_heads=None,
+        quick_gelu=True,
+    ):
         super().__init__()
         self.context_length = context_length
         if isinstance(vision_layers, (tuple, list)):
             self.visual = ModifiedResNet(
-                layers=vision_layers, output_dim=embed_dim,
+                layers=vision_layers,
+                output_dim=embed_dim,
                 heads=vision_heads or vision_width * 32 // HEAD_WIDTH,
-                input_resolution=image_resolution, width=vision_width)
+                input_resolution=image_resolution,
+                width=vision_width,
+            )
         else:
             self.visual = VisionTransformer(
-                input_resolution=image_resolution, patch_size=vision_patch_size, width=vision_width,
-                layers=vision_layers, heads=vision_heads or vision_width // HEAD_WIDTH,
-                output_dim=embed_dim, quick_gelu=quick_gelu)
-        self.transformer = Transformer(transformer_width, transformer_layers, transformer_heads,
-                                       causal=True, quick_gelu=quick_gelu)
+                input_resolution=image_resolution,
+                patch_size=vision_patch_size,
+                width=vision_width,
+                layers=vision_layers,
+                heads=vision_heads or vision_width // HEAD_WIDTH,
+                output_dim=embed_dim,
+                quick_gelu=quick_gelu,
+            )
+        self.transformer = Transformer(
+            transformer_width, transformer_layers, transformer_heads, causal=True, quick_gelu=quick_gelu
+        )
         self.vocab_size = vocab_size
         self.token_embedding = nn.Embedding(vocab_size, transformer_width)
         self.positional_embedding = nn.Parameter(torch.empty(context_length, transformer_width))
@@ -368,19 +418,19 @@ class CLIP(nn.Module):
         if isinstance(self.visual, ModifiedResNet):
             pool = self.visual.attnpool
             for projection in (pool.q_proj, pool.k_proj, pool.v_proj, pool.c_proj):
-                nn.init.normal_(projection.weight, std=pool.c_proj.in_features ** -0.5)
+                nn.init.normal_(projection.weight, std=pool.c_proj.in_features**-0.5)
             for stage in (self.visual.layer1, self.visual.layer2, self.visual.layer3, self.visual.layer4):
                 for block in stage:
                     nn.init.zeros_(block.bn3.weight)
         width, layers = self.transformer.width, self.transformer.layers
-        attn_std = width ** -0.5
+        attn_std = width**-0.5
         proj_std = attn_std * (2 * layers) ** -0.5
         for block in self.transformer.resblocks:
             nn.init.normal_(block.attn.in_proj_weight, std=attn_std)
             nn.init.normal_(block.attn.out_proj.weight, std=proj_std)
             nn.init.normal_(block.mlp.c_fc.weight, std=(2 * width) ** -0.5)
             nn.init.normal_(block.mlp.c_proj.weight, std=proj_std)
-        nn.init.normal_(self.text_projection, std=width ** -0.5)
+        nn.init.normal_(self.text_projection, std=width**-0.5)
 
     @property
     def dtype(self):
@@ -389,8 +439,9 @@ class CLIP(nn.Module):
 
     def encode_image(self, image, shallow_prompts=None, deep_prompts=None, return_tokens=False):
         """image: (N, 3, R, R) -> (N, embed_dim), or all tokens; see VisionTransformer.forward."""
-        return self.visual(image, shallow_prompts=shallow_prompts, deep_prompts=deep_prompts,
-                           return_tokens=return_tokens)
+        return self.visual(
+            image, shallow_prompts=shallow_prompts, deep_prompts=deep_prompts, return_tokens=return_tokens
+        )
 
     def encode_text(self, text, prompt_embeddings=None, deep_prompts=None, return_tokens=False):
         """Encode token sequences, optionally with prompt tokens.
@@ -409,8 +460,10 @@ class CLIP(nn.Module):
         if prompt_embeddings is None:
             x = self.token_embedding(text)
         elif prompt_embeddings.shape != (batch, length, self.transformer.width):
-            raise ValueError(f"prompt_embeddings must have shape ({batch}, {length}, "
-                             f"{self.transformer.width}) to match text, got {tuple(prompt_embeddings.shape)}")
+            raise ValueError(
+                f"prompt_embeddings must have shape ({batch}, {length}, "
+                f"{self.transformer.width}) to match text, got {tuple(prompt_embeddings.shape)}"
+            )
         else:
             x = prompt_embeddings
         x = x.to(self.dtype) + self.positional_embedding[:length].to(self.dtype)
@@ -446,16 +499,20 @@ def convert_weights(model, dtype=torch.float16):
 
 def _require(state_dict, key):
     if key not in state_dict:
-        raise KeyError(f"state dict has no {key!r}: not a CLIP state dict in OpenAI's layout "
-                       f"(keys found: {', '.join(list(state_dict)[:5])}, ...)")
+        raise KeyError(
+            f"state dict has no {key!r}: not a CLIP state dict in OpenAI's layout "
+            f"(keys found: {', '.join(list(state_dict)[:5])}, ...)"
+        )
     return state_dict[key]
 
 
 def _count_blocks(state_dict, prefix):
     """Number of blocks <prefix><i>.* in the state dict; the indices must be 0..count-1."""
-    indices = {int(key[len(prefix):].split(".")[0]) for key in state_dict if key.startswith(prefix)}
+    indices = {int(key[len(prefix) :].split(".")[0]) for key in state_dict if key.startswith(prefix)}
     if indices != set(range(len(indices))):
-        raise ValueError(f"state dict blocks {prefix}<i> have indices {sorted(indices)}, expected 0..{len(indices) - 1}")
+        raise ValueError(
+            f"state dict blocks {prefix}<i> have indices {sorted(indices)}, expected 0..{len(indices) - 1}"
+        )
     return len(indices)
 
 
@@ -469,8 +526,10 @@ def _grid_size(positional_embedding, key):
 
 def _heads_for(width, key):
     if width % HEAD_WIDTH:
-        raise ValueError(f"{key}: width {width} is not a multiple of {HEAD_WIDTH}, so the number of "
-                         f"attention heads (width // {HEAD_WIDTH}) cannot be inferred")
+        raise ValueError(
+            f"{key}: width {width} is not a multiple of {HEAD_WIDTH}, so the number of "
+            f"attention heads (width // {HEAD_WIDTH}) cannot be inferred"
+        )
     return width // HEAD_WIDTH
 
 
@@ -487,16 +546,25 @@ def infer_dimensions(state_dict):
     if "visual.proj" in state_dict:
         conv = _require(state_dict, "visual.conv1.weight")  # (width, 3, patch, patch)
         grid = _grid_size(_require(state_dict, "visual.positional_embedding"), "visual.positional_embedding")
-        dims.update(vision_width=conv.shape[0], vision_patch_size=conv.shape[-1], image_resolution=grid * conv.shape[-1],
-                    vision_layers=_count_blocks(state_dict, "visual.transformer.resblocks."))
+        dims.update(
+            vision_width=conv.shape[0],
+            vision_patch_size=conv.shape[-1],
+            image_resolution=grid * conv.shape[-1],
+            vision_layers=_count_blocks(state_dict, "visual.transformer.resblocks."),
+        )
     elif "visual.attnpool.positional_embedding" in state_dict:
         grid = _grid_size(state_dict["visual.attnpool.positional_embedding"], "visual.attnpool.positional_embedding")
-        dims.update(vision_width=_require(state_dict, "visual.layer1.0.conv1.weight").shape[0],
-                    vision_patch_size=None, image_resolution=grid * 32,
-                    vision_layers=tuple(_count_blocks(state_dict, f"visual.layer{stage}.") for stage in range(1, 5)))
+        dims.update(
+            vision_width=_require(state_dict, "visual.layer1.0.conv1.weight").shape[0],
+            vision_patch_size=None,
+            image_resolution=grid * 32,
+            vision_layers=tuple(_count_blocks(state_dict, f"visual.layer{stage}.") for stage in range(1, 5)),
+        )
     else:
-        raise KeyError("state dict has neither 'visual.proj' (ViT) nor 'visual.attnpool.positional_embedding' "
-                       "(ModifiedResNet): not a CLIP state dict in OpenAI's layout")
+        raise KeyError(
+            "state dict has neither 'visual.proj' (ViT) nor 'visual.attnpool.positional_embedding' "
+            "(ModifiedResNet): not a CLIP state dict in OpenAI's layout"
+        )
     return dims
 
 

@@ -39,15 +39,45 @@ _NUM_MERGES = 49152 - 256 - 2
 # and ftfy's own extra HTML unescaping (upper-case entities such as "&EACUTE;", and a third
 # round of unescaping when the text contains no "<").
 _TERMINAL_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-_LIGATURES = str.maketrans({
-    "Ĳ": "IJ", "ĳ": "ij", "ŉ": "'n", "Ǆ": "DŽ", "ǅ": "Dž", "ǆ": "dž", "Ǉ": "LJ", "ǈ": "Lj",
-    "ǉ": "lj", "Ǌ": "NJ", "ǋ": "Nj", "ǌ": "nj", "Ǳ": "DZ", "ǲ": "Dz", "ǳ": "dz", "ﬀ": "ff",
-    "ﬁ": "fi", "ﬂ": "fl", "ﬃ": "ffi", "ﬄ": "ffl", "ﬅ": "ſt", "ﬆ": "st",
-})
-_CURLY_QUOTES = str.maketrans({
-    "\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'", "\u02bc": "'",
-    "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u201f": '"',
-})
+_LIGATURES = str.maketrans(
+    {
+        "Ĳ": "IJ",
+        "ĳ": "ij",
+        "ŉ": "'n",
+        "Ǆ": "DŽ",
+        "ǅ": "Dž",
+        "ǆ": "dž",
+        "Ǉ": "LJ",
+        "ǈ": "Lj",
+        "ǉ": "lj",
+        "Ǌ": "NJ",
+        "ǋ": "Nj",
+        "ǌ": "nj",
+        "Ǳ": "DZ",
+        "ǲ": "Dz",
+        "ǳ": "dz",
+        "ﬀ": "ff",
+        "ﬁ": "fi",
+        "ﬂ": "fl",
+        "ﬃ": "ffi",
+        "ﬄ": "ffl",
+        "ﬅ": "ſt",
+        "ﬆ": "st",
+    }
+)
+_CURLY_QUOTES = str.maketrans(
+    {
+        "\u2018": "'",
+        "\u2019": "'",
+        "\u201a": "'",
+        "\u201b": "'",
+        "\u02bc": "'",
+        "\u201c": '"',
+        "\u201d": '"',
+        "\u201e": '"',
+        "\u201f": '"',
+    }
+)
 # Fullwidth and halfwidth forms (U+FF01..U+FFEE) and the ideographic space take their NFKC form.
 _WIDTH_FORMS = re.compile("[\u3000\uff01-\uffee]")
 # C0 controls other than tab, newlines, form feed (whitespace clean-up handles those), DEL,
@@ -151,12 +181,14 @@ def byte_symbols():
 def read_merges(bpe_path):
     """The ranked merges (pairs of symbols) of a vocabulary file: line 1 is a header."""
     with gzip.open(bpe_path, "rt", encoding="utf-8") as file:
-        lines = file.read().split("\n")[1:_NUM_MERGES + 1]
+        lines = file.read().split("\n")[1 : _NUM_MERGES + 1]
     merges = [tuple(line.split()) for line in lines]
     malformed = [line for line, merge in zip(lines, merges) if len(merge) != 2]
     if len(merges) != _NUM_MERGES or malformed:
-        raise ValueError(f"{bpe_path}: expected {_NUM_MERGES} merge lines of two symbols after the "
-                         f"header, got {len(merges)} lines ({len(malformed)} malformed, e.g. {malformed[:1]})")
+        raise ValueError(
+            f"{bpe_path}: expected {_NUM_MERGES} merge lines of two symbols after the "
+            f"header, got {len(merges)} lines ({len(malformed)} malformed, e.g. {malformed[:1]})"
+        )
     return merges
 
 
@@ -166,8 +198,13 @@ class SimpleTokenizer:
     def __init__(self, bpe_path=DEFAULT_BPE_PATH):
         merges = read_merges(bpe_path)
         spellings = list(byte_symbols().values())
-        vocabulary = [*spellings, *(symbol + _WORD_END for symbol in spellings),
-                      *("".join(merge) for merge in merges), START_OF_TEXT, END_OF_TEXT]
+        vocabulary = [
+            *spellings,
+            *(symbol + _WORD_END for symbol in spellings),
+            *("".join(merge) for merge in merges),
+            START_OF_TEXT,
+            END_OF_TEXT,
+        ]
         self.encoder = {token: index for index, token in enumerate(vocabulary)}
         self.decoder = dict(enumerate(vocabulary))
         self.merge_ranks = {merge: rank for rank, merge in enumerate(merges)}

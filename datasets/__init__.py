@@ -5,6 +5,7 @@ Layouts, split files and standard sizes: docs/datasets.md. ``BENCHMARKS`` lists 
 the order of the spec's summary table; the yaml name of each (configs/datasets/<name>.yaml) is
 its module name.
 """
+
 from .caltech101 import Caltech101
 from .dtd import DescribableTextures
 from .eurosat import EuroSAT

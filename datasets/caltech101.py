@@ -1,4 +1,5 @@
 """Caltech101 (datasets.md §2.2): 100 object classes; folder split when no JSON."""
+
 from dassl.data.datasets import DATASET_REGISTRY
 
 from . import common
@@ -25,6 +26,4 @@ caltech-101/
     STANDARD_SIZES = {"classes": 100, "train": 4128, "val": 1649, "test": 2465}
 
     def read_raw_split(self):
-        return common.read_and_split_data(
-            self.image_dir, ignored=IGNORED, new_cnames=NEW_CNAMES, context=self.context
-        )
+        return common.read_and_split_data(self.image_dir, ignored=IGNORED, new_cnames=NEW_CNAMES, context=self.context)

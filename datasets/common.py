@@ -15,6 +15,7 @@ Labels, class names and item order are those of CoOp's loaders for the same file
 checks added on top only turn what upstream reports as a bare assertion, KeyError or traceback
 into a ``DatasetLayoutError`` naming the file and the expected layout.
 """
+
 import hashlib
 import math
 import os
@@ -23,7 +24,6 @@ import pickle
 import random
 import tempfile
 from collections import OrderedDict, defaultdict
-
 
 from dassl.data.datasets import DatasetBase, DatasetLayoutError, Datum
 from dassl.utils import listdir_nohidden, mkdir_if_missing, read_json, write_json
@@ -55,14 +55,14 @@ class DatasetContext:
 
     def error(self, problem, paths, needed_for=None, fix=None):
         """A ``DatasetLayoutError``: problem, full path(s), purpose, fix, expected layout."""
-        lines = ["{}: {}".format(self.name, problem)]
-        lines += ["  path: {}".format(path) for path in ([paths] if isinstance(paths, str) else paths)]
+        lines = [f"{self.name}: {problem}"]
+        lines += [f"  path: {path}" for path in ([paths] if isinstance(paths, str) else paths)]
         if needed_for:
-            lines.append("  needed for: {}".format(needed_for))
+            lines.append(f"  needed for: {needed_for}")
         if fix:
-            lines.append("  fix: {}".format(fix))
+            lines.append(f"  fix: {fix}")
         if self.layout:
-            lines.append("Expected layout under DATASET.ROOT ({}):".format(self.root))
+            lines.append(f"Expected layout under DATASET.ROOT ({self.root}):")
             lines += ["    " + line for line in self.layout.splitlines()]
         return DatasetLayoutError("\n".join(lines))
 
@@ -71,24 +71,23 @@ class DatasetContext:
             "image file not found",
             impath,
             needed_for,
-            fix="the image folder is incomplete or from another release: extract the archive "
-            "again (see {})".format(DOCS),
+            fix=f"the image folder is incomplete or from another release: extract the archive again (see {DOCS})",
         )
 
     def malformed_line(self, path, lineno, line, expected):
         return self.error(
-            "malformed line {}: {!r}".format(lineno, line),
+            f"malformed line {lineno}: {line!r}",
             path,
             needed_for="reading the annotations",
-            fix="each line must read: {}".format(expected),
+            fix=f"each line must read: {expected}",
         )
 
     def unknown_class(self, name, lookup_file, needed_for):
         return self.error(
-            "class {!r} has no entry in {}".format(name, osp.basename(lookup_file)),
+            f"class {name!r} has no entry in {osp.basename(lookup_file)}",
             lookup_file,
             needed_for,
-            fix="use the {} that belongs to this copy of the data".format(osp.basename(lookup_file)),
+            fix=f"use the {osp.basename(lookup_file)} that belongs to this copy of the data",
         )
 
     def datum(self, impath, label, classname, needed_for):
@@ -115,16 +114,16 @@ def open_dataset_dir(cfg, dirname, name, layout):
         raise context.error(
             "DATASET.ROOT does not exist or is not a folder",
             root,
-            needed_for="locating the dataset folder {}/".format(dirname),
-            fix="--root / DATASET.ROOT must point at the folder that contains {}/".format(dirname),
+            needed_for=f"locating the dataset folder {dirname}/",
+            fix=f"--root / DATASET.ROOT must point at the folder that contains {dirname}/",
         )
     if not osp.isdir(context.dataset_dir):
         raise context.error(
             "dataset folder not found",
             context.dataset_dir,
-            needed_for="loading {}".format(name),
-            fix="prepare it as listed below (see {}), or point --root / DATASET.ROOT at the "
-            "folder that contains {}/".format(DOCS, dirname),
+            needed_for=f"loading {name}",
+            fix=f"prepare it as listed below (see {DOCS}), or point --root / DATASET.ROOT at the "
+            f"folder that contains {dirname}/",
         )
     return context
 
@@ -146,12 +145,10 @@ def read_annotation_lines(path, context, comment_prefix=None):
     skipped. Upstream fails on blank lines, so skipping them changes nothing on valid files.
     """
     try:
-        with open(path, "r", encoding="utf-8") as f:
+        with open(path, encoding="utf-8") as f:
             lines = f.readlines()
     except (OSError, UnicodeDecodeError) as e:
-        raise context.error(
-            "cannot read the annotation file ({})".format(e), path, "reading the annotations"
-        ) from None
+        raise context.error(f"cannot read the annotation file ({e})", path, "reading the annotations") from None
     numbered = []
     for lineno, line in enumerate(lines, start=1):
         line = line.strip()
@@ -171,7 +168,7 @@ def read_imagenet_classnames(path, context):
             "classnames.txt not found",
             path,
             needed_for="the class names",
-            fix="copy ImageNet's classnames.txt (CoOp's Google Drive, see {}) there".format(DOCS),
+            fix=f"copy ImageNet's classnames.txt (CoOp's Google Drive, see {DOCS}) there",
         )
     classnames = OrderedDict()
     for lineno, line in read_annotation_lines(path, context):
@@ -189,19 +186,17 @@ def load_mat_row(path, key, context, expected):
 
         mat = scipy.io.loadmat(path)
     except (OSError, ValueError, TypeError, NotImplementedError) as e:
-        raise context.error(
-            "cannot read the .mat file ({})".format(e), path, "reading the annotations"
-        ) from None
+        raise context.error(f"cannot read the .mat file ({e})", path, "reading the annotations") from None
     if key not in mat:
         raise context.error(
-            'the .mat file has no key "{}"; expected {}'.format(key, expected),
+            f'the .mat file has no key "{key}"; expected {expected}',
             path,
             "reading the annotations",
         )
     value = mat[key]
     if value.ndim != 2 or value.shape[0] != 1:
         raise context.error(
-            'key "{}" has shape {}; expected {}'.format(key, value.shape, expected),
+            f'key "{key}" has shape {value.shape}; expected {expected}',
             path,
             "reading the annotations",
         )
@@ -220,16 +215,14 @@ def read_split(filepath, path_prefix, context=None):
     ``Datum(join(path_prefix, relative_path), int(label), classname)``; other keys are ignored.
     """
     context = context or UNNAMED
-    print("Reading split from {}".format(filepath))
+    print(f"Reading split from {filepath}")
     try:
         split = read_json(filepath)
     except (OSError, ValueError) as e:
-        raise context.error(
-            "cannot read the split file ({})".format(e), filepath, "the train/val/test split"
-        ) from None
+        raise context.error(f"cannot read the split file ({e})", filepath, "the train/val/test split") from None
     if not isinstance(split, dict):
         raise context.error(
-            "the split file holds a {}, expected an object".format(type(split).__name__),
+            f"the split file holds a {type(split).__name__}, expected an object",
             filepath,
             "the train/val/test split",
             fix='it must be {"train": [...], "val": [...], "test": [...]}',
@@ -240,23 +233,21 @@ def read_split(filepath, path_prefix, context=None):
 def _split_entries(split, key, filepath, path_prefix, context):
     if not isinstance(split.get(key), list):
         raise context.error(
-            'the split file has no list under the key "{}"'.format(key),
+            f'the split file has no list under the key "{key}"',
             filepath,
             "the train/val/test split",
-            fix='delete it to have it created again, or download the published file (see {})'.format(
-                DOCS
-            ),
+            fix=f"delete it to have it created again, or download the published file (see {DOCS})",
         )
     items = []
     for index, entry in enumerate(split[key]):
-        where = 'entry {} of "{}" in {}'.format(index, key, filepath)
+        where = f'entry {index} of "{key}" in {filepath}'
         try:
             relpath, label, classname = entry
             label = int(label)
             impath = osp.join(path_prefix, relpath)
         except (TypeError, ValueError):
             raise context.error(
-                "malformed split entry {!r}".format(entry),
+                f"malformed split entry {entry!r}",
                 filepath,
                 where,
                 fix="entries must read [relative_image_path, integer label, class name]",
@@ -271,7 +262,7 @@ def save_split(train, val, test, filepath, path_prefix, context=None):
     def to_entry(item):
         impath = item.impath
         if impath.startswith(path_prefix):
-            impath = impath[len(path_prefix):]
+            impath = impath[len(path_prefix) :]
         if impath.startswith("/"):
             impath = impath[1:]
         return [impath, item.label, item.classname]
@@ -281,12 +272,12 @@ def save_split(train, val, test, filepath, path_prefix, context=None):
         write_json(split, filepath)
     except OSError as e:
         raise (context or UNNAMED).error(
-            "cannot write the split file ({})".format(e),
+            f"cannot write the split file ({e})",
             filepath,
             "saving the split created from the raw files",
             fix="the dataset folder must be writable",
         ) from None
-    print("Saved split to {}".format(filepath))
+    print(f"Saved split to {filepath}")
 
 
 def _smallest_valid_count(is_valid):
@@ -309,8 +300,9 @@ def split_trainval(trainval, p_val=0.2, context=None, source=None):
         if round(len(indices) * p_val) < 1:
             minimum = _smallest_valid_count(lambda n: round(n * p_val) >= 1)
             raise (context or UNNAMED).error(
-                "class {} ({!r}) has {} trainval items; splitting off {:.0%} for val needs at "
-                "least {}".format(label, trainval[indices[0]].classname, len(indices), p_val, minimum),
+                f"class {label} ({trainval[indices[0]].classname!r}) has {len(indices)} trainval items; "
+                f"splitting off {p_val:.0%} for val needs at "
+                f"least {minimum}",
                 source or "the trainval list",
                 "creating the train/val split",
                 fix="use the complete annotation files, or the published split JSON",
@@ -341,8 +333,9 @@ def shuffle_and_cut(impaths, p_trn, p_val, context, what, source):
     if min(sizes) < 1:
         minimum = _smallest_valid_count(lambda n: min(_three_way_sizes(n, p_trn, p_val)) >= 1)
         raise context.error(
-            "{} has {} images; the {:.0%}/{:.0%}/{:.0%} train/val/test split needs at least {} "
-            "per class".format(what, len(impaths), p_trn, p_val, 1 - p_trn - p_val, minimum),
+            f"{what} has {len(impaths)} images; the {p_trn:.0%}/{p_val:.0%}/{1 - p_trn - p_val:.0%} "
+            f"train/val/test split needs at least {minimum} "
+            "per class",
             source,
             "creating the train/val/test split",
             fix="use the complete image archive, or the published split JSON",
@@ -373,15 +366,13 @@ def read_and_split_data(image_dir, p_trn=0.5, p_val=0.2, ignored=(), new_cnames=
                 "the image folder holds a file where only class folders are expected",
                 category_dir,
                 "creating the split from the class folders",
-                fix="move the file out of {}".format(image_dir),
+                fix=f"move the file out of {image_dir}",
             )
         images = [osp.join(category_dir, name) for name in listdir_nohidden(category_dir)]
-        parts = shuffle_and_cut(
-            images, p_trn, p_val, context, "class folder {!r}".format(category), category_dir
-        )
+        parts = shuffle_and_cut(images, p_trn, p_val, context, f"class folder {category!r}", category_dir)
         classname = new_cnames.get(category, category) if new_cnames else category
         for items, impaths in zip((train, val, test), parts):
-            where = "class folder {}".format(category_dir)
+            where = f"class folder {category_dir}"
             items.extend(context.datum(impath, label, classname, where) for impath in impaths)
     return train, val, test
 
@@ -393,9 +384,7 @@ def subsample_classes(*args, subsample="all"):
     """
     if subsample not in SUBSAMPLE_CHOICES:
         raise ValueError(
-            "DATASET.SUBSAMPLE_CLASSES must be one of {}, got {!r}".format(
-                ", ".join(SUBSAMPLE_CHOICES), subsample
-            )
+            "DATASET.SUBSAMPLE_CLASSES must be one of {}, got {!r}".format(", ".join(SUBSAMPLE_CHOICES), subsample)
         )
     if subsample == "all":
         return args
@@ -428,9 +417,7 @@ def check_split_classes(splits, source, context):
             known = names.setdefault(item.label, item.classname)
             if known != item.classname:
                 raise context.error(
-                    'label {} has two class names: {!r} and {!r} (in "{}")'.format(
-                        item.label, known, item.classname, key
-                    ),
+                    f'label {item.label} has two class names: {known!r} and {item.classname!r} (in "{key}")',
                     source,
                     "mapping labels to class names",
                 )
@@ -440,9 +427,9 @@ def check_split_classes(splits, source, context):
     if not train_labels:
         problem = "the train split is empty"
     elif absent:
-        problem = "the train split has no item of label(s) {}".format(absent[:10])
+        problem = f"the train split has no item of label(s) {absent[:10]}"
     elif negative:
-        problem = "the train split has negative labels {}".format(negative[:10])
+        problem = f"the train split has negative labels {negative[:10]}"
     else:
         problem = None
     if problem:
@@ -451,15 +438,9 @@ def check_split_classes(splits, source, context):
         labels = {item.label for item in items}
         if labels != train_labels:
             raise context.error(
-                '"{}" has {} classes but "train" has {} (labels only in train: {}; only in {}: '
-                "{})".format(
-                    key,
-                    len(labels),
-                    len(train_labels),
-                    sorted(train_labels - labels)[:10],
-                    key,
-                    sorted(labels - train_labels)[:10],
-                ),
+                f'"{key}" has {len(labels)} classes but "train" has {len(train_labels)} (labels only in '
+                f"train: {sorted(train_labels - labels)[:10]}; only in {key}: "
+                f"{sorted(labels - train_labels)[:10]})",
                 source,
                 "the class list (every split must hold the same classes)",
             )
@@ -473,7 +454,7 @@ def check_split_classes(splits, source, context):
 def _relpath_in(impath, folder):
     """``impath`` relative to ``folder`` if it lies inside it, else None."""
     prefix = folder.rstrip(os.sep) + os.sep
-    return impath[len(prefix):] if impath.startswith(prefix) else None
+    return impath[len(prefix) :] if impath.startswith(prefix) else None
 
 
 def split_fingerprint(sources, dataset_dir):
@@ -485,13 +466,11 @@ def split_fingerprint(sources, dataset_dir):
     digest = hashlib.sha256()
     for key in sorted(sources):
         triples = sorted(
-            "{}\t{}\t{}".format(
-                _relpath_in(item.impath, dataset_dir) or item.impath, item.label, item.classname
-            )
+            f"{_relpath_in(item.impath, dataset_dir) or item.impath}\t{item.label}\t{item.classname}"
             for item in sources[key]
         )
         for triple in triples:
-            digest.update("{}\t{}\n".format(key, triple).encode("utf-8"))
+            digest.update(f"{key}\t{triple}\n".encode())
     return digest.hexdigest()
 
 
@@ -521,8 +500,8 @@ def _cache_error(context, problem, path):
     return context.error(
         problem,
         path,
-        "few-shot cache {}".format(path),
-        fix="delete {} (or all of {}/) to have it sampled again".format(osp.basename(path), osp.dirname(path)),
+        f"few-shot cache {path}",
+        fix=f"delete {osp.basename(path)} (or all of {osp.dirname(path)}/) to have it sampled again",
     )
 
 
@@ -542,11 +521,9 @@ def load_fewshot_cache(path, sources, dataset_dir, context):
         with open(path, "rb") as f:
             data = pickle.load(f)
     except Exception as e:  # any unpickling failure means the same thing: an unusable file
-        raise _cache_error(context, "cannot read the few-shot cache ({!r})".format(e), path) from None
+        raise _cache_error(context, f"cannot read the few-shot cache ({e!r})", path) from None
     if not isinstance(data, dict) or any(not isinstance(data.get(key), list) for key in sources):
-        raise _cache_error(
-            context, "not a few-shot cache: expected a dict with the lists {}".format(list(sources)), path
-        )
+        raise _cache_error(context, f"not a few-shot cache: expected a dict with the lists {list(sources)}", path)
     fingerprint = data.get(CACHE_FINGERPRINT_KEY)
     if fingerprint is not None and fingerprint != split_fingerprint(sources, dataset_dir):
         raise _cache_error(context, "the few-shot cache was sampled from a different split", path)
@@ -558,16 +535,12 @@ def load_fewshot_cache(path, sources, dataset_dir, context):
             try:
                 impath, label, domain, classname = item.impath, item.label, item.domain, item.classname
             except AttributeError:
-                raise _cache_error(
-                    context, 'entry {} of "{}" is not a Datum'.format(index, key), path
-                ) from None
+                raise _cache_error(context, f'entry {index} of "{key}" is not a Datum', path) from None
             new_path, rel = _locate_cached_image(impath, data.get(CACHE_DATASET_DIR_KEY), dataset_dir)
             if not osp.isfile(new_path):
                 raise _cache_error(
                     context,
-                    "the few-shot cache refers to a missing image: {} (stored as {})".format(
-                        new_path, impath
-                    ),
+                    f"the few-shot cache refers to a missing image: {new_path} (stored as {impath})",
                     path,
                 )
             items.append(Datum(impath=new_path, label=label, domain=domain, classname=classname))
@@ -585,10 +558,9 @@ def _check_sampled_from(items, relpaths, source, key, dataset_dir, path, context
         if (rel, item.label, item.classname) not in current:
             raise _cache_error(
                 context,
-                'the few-shot cache was sampled from a different split: entry {} of "{}" ({}, '
-                "label {}, {!r}) is not in the current split's {}".format(
-                    index, key, rel or item.impath, item.label, item.classname, key
-                ),
+                f'the few-shot cache was sampled from a different split: entry {index} of "{key}" '
+                f"({rel or item.impath}, "
+                f"label {item.label}, {item.classname!r}) is not in the current split's {key}",
                 path,
             )
 
@@ -606,7 +578,7 @@ def write_pickle_atomically(obj, path, context, needed_for):
         if tmp_path and osp.exists(tmp_path):
             os.remove(tmp_path)
         raise context.error(
-            "cannot write into the folder ({})".format(e),
+            f"cannot write into the folder ({e})",
             folder,
             needed_for,
             fix="the dataset folder must be writable",
@@ -618,7 +590,7 @@ def save_fewshot_cache(path, data, sources, dataset_dir, context):
     payload = dict(data)
     payload[CACHE_DATASET_DIR_KEY] = dataset_dir
     payload[CACHE_FINGERPRINT_KEY] = split_fingerprint(sources, dataset_dir)
-    write_pickle_atomically(payload, path, context, "saving the few-shot cache {}".format(path))
+    write_pickle_atomically(payload, path, context, f"saving the few-shot cache {path}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -651,7 +623,7 @@ class BenchmarkDataset(DatasetBase):
     image_folders = None  # image folders that must exist (None: just image_dir)
     split_file = None  # "split_zhou_<Name>.json"; None: the raw files are the split
     raw_files = ()  # files the split is built from when split_file is absent
-    IMAGE_DIR_FIX = "extract the image archive there (see {})".format(DOCS)
+    IMAGE_DIR_FIX = f"extract the image archive there (see {DOCS})"
     VAL_IS_TEST = False  # ImageNet: val = test, and few-shot caches hold only "train"
     LAYOUT = ""  # expected layout listing (errors and docs)
     STANDARD_SIZES = {}  # classes/train/val/test of the standard split (datasets.md §1)
@@ -663,9 +635,7 @@ class BenchmarkDataset(DatasetBase):
         self.dataset_dir = self.context.dataset_dir
         self.image_dir = osp.join(self.dataset_dir, cls.image_dir) if cls.image_dir else self.dataset_dir
         for folder in cls.image_folders or (cls.image_dir,):
-            require_folder(
-                osp.join(self.dataset_dir, folder), self.context, "the images", cls.IMAGE_DIR_FIX
-            )
+            require_folder(osp.join(self.dataset_dir, folder), self.context, "the images", cls.IMAGE_DIR_FIX)
         self.split_path = osp.join(self.dataset_dir, cls.split_file) if cls.split_file else None
         self.split_fewshot_dir = osp.join(self.dataset_dir, FEWSHOT_DIRNAME)
         if not read_only:
@@ -690,7 +660,7 @@ class BenchmarkDataset(DatasetBase):
             mkdir_if_missing(self.split_fewshot_dir)
         except OSError as e:
             raise self.context.error(
-                "cannot create the few-shot cache folder ({})".format(e),
+                f"cannot create the few-shot cache folder ({e})",
                 self.split_fewshot_dir,
                 "few-shot caches",
                 fix="the dataset folder must be writable",
@@ -720,21 +690,22 @@ class BenchmarkDataset(DatasetBase):
         if self.split_path is None:
             if missing:
                 raise self.context.error(
-                    "annotation files not found", missing, "the train/val/test split",
-                    fix="extract the complete archive (see {})".format(DOCS),
+                    "annotation files not found",
+                    missing,
+                    "the train/val/test split",
+                    fix=f"extract the complete archive (see {DOCS})",
                 )
             return self.read_raw_split(), self.raw_paths()
         if osp.exists(self.split_path):
             return read_split(self.split_path, self.split_prefix(), self.context), self.split_path
         if missing:
             raise self.context.error(
-                "neither {} nor the raw files to create it were found (either is required)".format(
-                    type(self).split_file
-                ),
+                f"neither {type(self).split_file} nor the raw files to create it were found (either is required)",
                 [self.split_path] + missing,
                 "the train/val/test split",
-                fix="download {} (CoOp's Google Drive, see {}) into {}, or add the missing raw "
-                "files listed above".format(type(self).split_file, DOCS, self.dataset_dir),
+                fix=f"download {type(self).split_file} (CoOp's Google Drive, see {DOCS}) into "
+                f"{self.dataset_dir}, or add the missing raw "
+                "files listed above",
             )
         splits = self.read_raw_split()
         if not self.read_only:
@@ -751,9 +722,7 @@ class BenchmarkDataset(DatasetBase):
             print(f"Loading preprocessed few-shot data from {path}")
             return load_fewshot_cache(path, sources, self.dataset_dir, self.context)
         shots = {"train": num_shots, "val": min(num_shots, 4)}
-        sampled = {
-            key: self.generate_fewshot_dataset(items, num_shots=shots[key]) for key, items in sources.items()
-        }
+        sampled = {key: self.generate_fewshot_dataset(items, num_shots=shots[key]) for key, items in sources.items()}
         if not self.read_only:
             print(f"Saving preprocessed few-shot data to {path}")
             save_fewshot_cache(path, sampled, sources, self.dataset_dir, self.context)
@@ -770,7 +739,7 @@ class ImageNetVariant(DatasetBase):
 
     dataset_dir = ""
     image_dir = ""
-    IMAGE_DIR_FIX = "extract the archive there (see {})".format(DOCS)
+    IMAGE_DIR_FIX = f"extract the archive there (see {DOCS})"
     LAYOUT = ""
     STANDARD_SIZES = {}
 
@@ -783,7 +752,7 @@ class ImageNetVariant(DatasetBase):
         require_folder(
             self.image_dir,
             self.context,
-            "the images (expected folder name: {}/)".format(cls.image_dir),
+            f"the images (expected folder name: {cls.image_dir}/)",
             cls.IMAGE_DIR_FIX,
         )
         classnames = read_imagenet_classnames(osp.join(self.dataset_dir, "classnames.txt"), self.context)
@@ -798,10 +767,12 @@ class ImageNetVariant(DatasetBase):
         names = listdir_nohidden(folder)
         if not names:
             raise self.context.error(
-                "empty class folder", folder, "the images of class {!r}".format(classname),
-                fix="extract the archive again (see {})".format(DOCS),
+                "empty class folder",
+                folder,
+                f"the images of class {classname!r}",
+                fix=f"extract the archive again (see {DOCS})",
             )
-        where = "class folder {}".format(folder)
+        where = f"class folder {folder}"
         return [self.context.datum(osp.join(folder, name), label, classname, where) for name in names]
 
 
@@ -818,8 +789,9 @@ class WnidFolderDataset(ImageNetVariant):
         for label, folder in enumerate(folders):
             if folder not in classnames:
                 raise self.context.unknown_class(
-                    folder, osp.join(self.dataset_dir, "classnames.txt"),
-                    "the class name of folder {}".format(osp.join(self.image_dir, folder)),
+                    folder,
+                    osp.join(self.dataset_dir, "classnames.txt"),
+                    f"the class name of folder {osp.join(self.image_dir, folder)}",
                 )
             items += self.read_class_folder(osp.join(self.image_dir, folder), label, classnames[folder])
         return items

@@ -1,4 +1,5 @@
 """Describable Textures (datasets.md §2.9): 47 texture folders, folder split when no JSON."""
+
 from dassl.data.datasets import DATASET_REGISTRY
 
 from . import common

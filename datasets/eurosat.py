@@ -1,4 +1,5 @@
 """EuroSAT RGB (datasets.md §2.10): 10 land-use classes; folder split when no JSON."""
+
 from dassl.data.datasets import DATASET_REGISTRY
 
 from . import common

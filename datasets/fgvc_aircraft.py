@@ -1,4 +1,5 @@
 """FGVC-Aircraft 2013b (datasets.md §2.7): 100 variants; the official lists are the split."""
+
 import os.path as osp
 
 from dassl.data.datasets import DATASET_REGISTRY
@@ -39,7 +40,7 @@ fgvc_aircraft/                       the data/ folder of fgvc-aircraft-2013b, re
             image_id, _, classname = line.partition(" ")
             if not classname:
                 raise self.context.malformed_line(split_file, lineno, line, "<image id> <variant name>")
-            where = "line {} of {}".format(lineno, split_file)
+            where = f"line {lineno} of {split_file}"
             if classname not in cname2lab:
                 raise self.context.unknown_class(classname, variants_file, "the label of " + where)
             impath = osp.join(self.image_dir, image_id + ".jpg")

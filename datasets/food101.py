@@ -1,4 +1,5 @@
 """Food-101 (datasets.md §2.6): 101 dishes; folder split when no JSON (meta/ is not used)."""
+
 from dassl.data.datasets import DATASET_REGISTRY
 
 from . import common

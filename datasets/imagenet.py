@@ -1,4 +1,5 @@
 """ImageNet (datasets.md §2.1): train/val wnid folders, cached in preprocessed.pkl; val = test."""
+
 import os
 import os.path as osp
 import pickle
@@ -52,9 +53,7 @@ imagenet/
 
     def read_preprocessed(self):
         """Load preprocessed.pkl; only the first and last entry of each list are checked (speed)."""
-        fix = "delete {} (and split_fewshot/) to have it rebuilt from the image folders".format(
-            self.preprocessed
-        )
+        fix = f"delete {self.preprocessed} (and split_fewshot/) to have it rebuilt from the image folders"
         try:
             with open(self.preprocessed, "rb") as f:
                 data = pickle.load(f)
@@ -62,7 +61,7 @@ imagenet/
             ends = [items[i].impath for items in lists for i in (0, -1)]
         except Exception as e:  # any unpickling or content failure means an unusable file
             raise self.context.error(
-                "cannot use preprocessed.pkl ({!r})".format(e),
+                f"cannot use preprocessed.pkl ({e!r})",
                 self.preprocessed,
                 "the ImageNet item lists",
                 fix,
@@ -70,7 +69,7 @@ imagenet/
         missing = next((path for path in ends if not osp.isfile(path)), None)
         if missing:
             raise self.context.error(
-                "preprocessed.pkl refers to a missing image: {}".format(missing),
+                f"preprocessed.pkl refers to a missing image: {missing}",
                 self.preprocessed,
                 "the ImageNet item lists",
                 fix,
@@ -85,11 +84,12 @@ imagenet/
         files = [name for name in entries if name not in folders]
         if files or not folders:
             raise self.context.error(
-                "images/{} holds {} files and {} folders (e.g. {}); it must hold only wnid "
-                "class folders".format(split, len(files), len(folders), (files or ["nothing"])[0]),
+                "images/{} holds {} files and {} folders (e.g. {}); it must hold only wnid class folders".format(
+                    split, len(files), len(folders), (files or ["nothing"])[0]
+                ),
                 split_dir,
-                "the ImageNet {} images".format(split),
-                fix="sort the validation images into one folder per wnid (see {})".format(common.DOCS)
+                f"the ImageNet {split} images",
+                fix=f"sort the validation images into one folder per wnid (see {common.DOCS})"
                 if split == "val"
                 else "extract the train archive and its per-class tar files there",
             )
@@ -101,10 +101,9 @@ imagenet/
         only_val = sorted(set(val_folders) - set(train_folders))
         if only_train or only_val:
             raise self.context.error(
-                "images/train and images/val hold different wnid folders: only in train {} ({} in "
-                "all), only in val {} ({} in all)".format(
-                    only_train[:10], len(only_train), only_val[:10], len(only_val)
-                ),
+                "images/train and images/val hold different wnid folders: only in train "
+                f"{only_train[:10]} ({len(only_train)} in "
+                f"all), only in val {only_val[:10]} ({len(only_val)} in all)",
                 [osp.join(self.image_dir, "train"), osp.join(self.image_dir, "val")],
                 "the labels (the index of a wnid among the sorted folders)",
                 fix="both folders must hold the same 1000 wnid folders",
@@ -120,12 +119,9 @@ imagenet/
                 raise self.context.unknown_class(folder, classnames_file, "the class name of " + class_dir)
             imnames = listdir_nohidden(class_dir)
             if not imnames:
-                raise self.context.error(
-                    "empty class folder", class_dir, "the ImageNet {} images".format(split)
-                )
-            where = "class folder {}".format(class_dir)
+                raise self.context.error("empty class folder", class_dir, f"the ImageNet {split} images")
+            where = f"class folder {class_dir}"
             items += [
-                self.context.datum(os.path.join(class_dir, name), label, classnames[folder], where)
-                for name in imnames
+                self.context.datum(os.path.join(class_dir, name), label, classnames[folder], where) for name in imnames
             ]
         return items

@@ -1,4 +1,5 @@
 """ImageNet-A (datasets.md §2.14): 200 wnid folders, labels 0..199 in the 200-class space."""
+
 from dassl.data.datasets import DATASET_REGISTRY
 
 from . import common

@@ -1,4 +1,5 @@
 """ImageNet-Sketch (datasets.md §2.13): 1000 wnid folders of sketches, test only."""
+
 from dassl.data.datasets import DATASET_REGISTRY
 
 from . import common
@@ -9,8 +10,7 @@ class ImageNetSketch(common.WnidFolderDataset):
     dataset_dir = "imagenet-sketch"
     image_dir = "images"
     IMAGE_DIR_FIX = (
-        "the ImageNet-Sketch archive unpacks to a folder named sketch/: rename it to images/ "
-        "(see {})".format(common.DOCS)
+        f"the ImageNet-Sketch archive unpacks to a folder named sketch/: rename it to images/ (see {common.DOCS})"
     )
     LAYOUT = """\
 imagenet-sketch/

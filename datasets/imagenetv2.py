@@ -1,4 +1,5 @@
 """ImageNetV2 matched-frequency (datasets.md §2.12): folder "i" holds label i, test only."""
+
 import os.path as osp
 import warnings
 
@@ -30,7 +31,7 @@ imagenetv2/
         for name in folders:
             if not name.isdigit() or str(int(name)) != name:
                 raise self.context.error(
-                    "class folder {!r} is not a label number".format(name),
+                    f"class folder {name!r} is not a label number",
                     osp.join(self.image_dir, name),
                     "the labels (folder name = label)",
                     fix="the image folder must hold only the folders 0..999 of the archive",
@@ -40,24 +41,24 @@ imagenetv2/
         missing = next((i for i in range(num_classes) if i not in numbers), None)
         if not numbers or missing is not None:
             raise self.context.error(
-                "the numeric class folders are not 0..N-1: folder {} is missing".format(
-                    0 if missing is None else missing
-                ),
+                f"the numeric class folders are not 0..N-1: folder {0 if missing is None else missing} is missing",
                 osp.join(self.image_dir, str(0 if missing is None else missing)),
                 "the labels (folder name = label)",
-                fix="extract the complete archive (see {})".format(common.DOCS),
+                fix=f"extract the complete archive (see {common.DOCS})",
             )
         names = list(classnames.values())
         if num_classes > len(names):
             raise self.context.unknown_class(
-                "folder {}".format(len(names)),
+                f"folder {len(names)}",
                 classnames_file,
-                "the class name of label {}".format(len(names)),
+                f"the class name of label {len(names)}",
             )
         if num_classes < NUM_IMAGENET_CLASSES:
             warnings.warn(
-                "ImageNetV2: only the class folders 0..{} of 0..{} exist under {}: loading {} "
-                "classes".format(num_classes - 1, NUM_IMAGENET_CLASSES - 1, self.image_dir, num_classes)
+                f"ImageNetV2: only the class folders 0..{num_classes - 1} of "
+                f"0..{NUM_IMAGENET_CLASSES - 1} exist under {self.image_dir}: loading {num_classes} "
+                "classes",
+                stacklevel=2,
             )
         items = []
         for label in range(num_classes):

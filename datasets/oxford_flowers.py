@@ -1,4 +1,5 @@
 """Oxford Flowers-102 (datasets.md §2.5): labels from imagelabels.mat, names from cat_to_name.json."""
+
 import os.path as osp
 from collections import defaultdict
 
@@ -39,13 +40,13 @@ oxford_flowers/
         for label, impaths in impaths_by_label.items():
             if str(label) not in cat_to_name:
                 raise self.context.unknown_class(
-                    str(label), names_file, "the class name of label {} in {}".format(label, label_file)
+                    str(label), names_file, f"the class name of label {label} in {label_file}"
                 )
             classname = cat_to_name[str(label)]
             parts = common.shuffle_and_cut(
-                impaths, 0.5, 0.2, self.context, "label {} ({!r})".format(label, classname), label_file
+                impaths, 0.5, 0.2, self.context, f"label {label} ({classname!r})", label_file
             )
-            where = "label {} in {}".format(label, label_file)
+            where = f"label {label} in {label_file}"
             for items, part in zip((train, val, test), parts):
                 items.extend(self.context.datum(impath, label - 1, classname, where) for impath in part)
         return train, val, test
@@ -54,9 +55,7 @@ oxford_flowers/
         try:
             cat_to_name = read_json(names_file)
         except (OSError, ValueError) as e:
-            raise self.context.error(
-                "cannot read cat_to_name.json ({})".format(e), names_file, "the class names"
-            ) from None
+            raise self.context.error(f"cannot read cat_to_name.json ({e})", names_file, "the class names") from None
         if not isinstance(cat_to_name, dict):
             raise self.context.error(
                 "cat_to_name.json must hold an object mapping labels to names", names_file, "the class names"

@@ -1,4 +1,5 @@
 """Oxford-IIIT Pets (datasets.md §2.3): 37 breeds; trainval/test lists in annotations/."""
+
 import os.path as osp
 
 from dassl.data.datasets import DATASET_REGISTRY
@@ -47,6 +48,6 @@ oxford_pets/
             stem, class_id = fields[0], int(fields[1])
             breed = stem.rsplit("_", 1)[0].lower()
             impath = osp.join(self.image_dir, stem + ".jpg")
-            where = "line {} of {}".format(lineno, annotation_file)
+            where = f"line {lineno} of {annotation_file}"
             items.append(self.context.datum(impath, class_id - 1, breed, where))
         return items

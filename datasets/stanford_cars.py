@@ -1,4 +1,5 @@
 """Stanford Cars (datasets.md §2.4): 196 models; split paths are relative to the dataset folder."""
+
 import os.path as osp
 
 from dassl.data.datasets import DATASET_REGISTRY
@@ -39,25 +40,25 @@ stanford_cars/
         annotations = common.load_mat_row(anno_file, "annotations", self.context, ANNOTATIONS_SHAPE)
         if not {"fname", "class"} <= set(annotations.dtype.names or ()):
             raise self.context.error(
-                'key "annotations" lacks the fields "fname"/"class"; expected {}'.format(ANNOTATIONS_SHAPE),
+                f'key "annotations" lacks the fields "fname"/"class"; expected {ANNOTATIONS_SHAPE}',
                 anno_file,
                 "reading the annotations",
             )
         items = []
         for index, annotation in enumerate(annotations):
-            where = "annotations[0][{}] of {}".format(index, anno_file)
+            where = f"annotations[0][{index}] of {anno_file}"
             try:
                 imname = str(annotation["fname"][0])
                 label = int(annotation["class"][0, 0]) - 1
             except (IndexError, TypeError, ValueError):
                 raise self.context.error(
-                    "malformed annotation: {!r}".format(annotation), anno_file, where,
-                    fix="expected {}".format(ANNOTATIONS_SHAPE),
+                    f"malformed annotation: {annotation!r}",
+                    anno_file,
+                    where,
+                    fix=f"expected {ANNOTATIONS_SHAPE}",
                 ) from None
             if not 0 <= label < len(class_names):
-                raise self.context.unknown_class(
-                    "class id {}".format(label + 1), meta_file, "the class name of {}".format(where)
-                )
+                raise self.context.unknown_class(f"class id {label + 1}", meta_file, f"the class name of {where}")
             *name, year = str(class_names[label][0]).split(" ")
             classname = " ".join([year] + name)
             impath = osp.join(self.dataset_dir, image_folder, imname)

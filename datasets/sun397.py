@@ -1,4 +1,5 @@
 """SUN397 (datasets.md §2.8): 397 scene classes; fold 01 of Partitions.zip when no JSON."""
+
 import os.path as osp
 import posixpath
 
@@ -29,9 +30,7 @@ sun397/
         for lineno, line in common.read_annotation_lines(classes_file, self.context):
             key = line[1:] if line.startswith("/") else line
             if len(key.split("/")) < 2:
-                raise self.context.malformed_line(
-                    classes_file, lineno, line, "/<letter>/<category>[/<subcategory>]"
-                )
+                raise self.context.malformed_line(classes_file, lineno, line, "/<letter>/<category>[/<subcategory>]")
             cname2lab[key] = len(cname2lab)
         trainval = self.read_data(cname2lab, trainval_file, classes_file)
         test = self.read_data(cname2lab, test_file, classes_file)
@@ -44,7 +43,7 @@ sun397/
         for lineno, line in common.read_annotation_lines(text_file, self.context):
             relpath = line[1:] if line.startswith("/") else line
             class_key = posixpath.dirname(relpath)
-            where = "line {} of {}".format(lineno, text_file)
+            where = f"line {lineno} of {text_file}"
             if class_key not in cname2lab:
                 raise self.context.unknown_class(class_key, classes_file, "the label of " + where)
             classname = " ".join(class_key.split("/")[1:][::-1])

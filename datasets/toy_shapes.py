@@ -11,6 +11,7 @@ The labels come from the split file, not from sorting the class folders (that wo
 and new), so ``split_zhou_ToyShapes.json`` is required; ``python -m tools.toy_world --root ROOT``
 writes the whole tree.
 """
+
 from dassl.data.datasets import DATASET_REGISTRY
 
 from . import common
@@ -36,11 +37,11 @@ def class_pairs():
 
 
 def classname(colour, shape):
-    return "{} {}".format(colour, shape)
+    return f"{colour} {shape}"
 
 
 def class_folder(colour, shape):
-    return "{}_{}".format(colour, shape)
+    return f"{colour}_{shape}"
 
 
 CLASSNAMES = tuple(classname(colour, shape) for colour, shape in class_pairs())
@@ -56,21 +57,21 @@ class ToyShapes(common.BenchmarkDataset):
     dataset_dir = "toy_shapes"
     image_dir = "images"
     split_file = "split_zhou_ToyShapes.json"
-    LAYOUT = """\
+    LAYOUT = f"""\
 toy_shapes/
     images/<colour>_<shape>/<n>.png     36 class folders, e.g. images/red_circle/0000.png
-    split_zhou_ToyShapes.json           written with the images by: {}
-    split_fewshot/                      few-shot caches, written by the loader""".format(GENERATE_COMMAND)
+    split_zhou_ToyShapes.json           written with the images by: {GENERATE_COMMAND}
+    split_fewshot/                      few-shot caches, written by the loader"""
     STANDARD_SIZES = {"classes": 36, "train": 864, "val": 288, "test": 864}
-    IMAGE_DIR_FIX = "generate the toy world: {}".format(GENERATE_COMMAND)
+    IMAGE_DIR_FIX = f"generate the toy world: {GENERATE_COMMAND}"
 
     def read_raw_split(self):
         # The labels are the generator's class order, which no folder listing can recover.
         raise self.context.error(
-            "{} not found".format(self.split_file),
+            f"{self.split_file} not found",
             self.split_path,
             "the train/val/test split and the label order",
-            fix="generate the toy world again: {}".format(GENERATE_COMMAND),
+            fix=f"generate the toy world again: {GENERATE_COMMAND}",
         )
 
     def load_split(self):
@@ -80,12 +81,11 @@ toy_shapes/
             for index, item in enumerate(items):
                 if not 0 <= item.label < len(CLASSNAMES) or item.classname != CLASSNAMES[item.label]:
                     raise self.context.error(
-                        'entry {} of "{}" has label {} with class name {!r}; this version of '
-                        "ToyShapes expects the labels 0..{} to be {}".format(
-                            index, key, item.label, item.classname, len(CLASSNAMES) - 1, list(CLASSNAMES)
-                        ),
+                        f'entry {index} of "{key}" has label {item.label} with class name '
+                        f"{item.classname!r}; this version of "
+                        f"ToyShapes expects the labels 0..{len(CLASSNAMES) - 1} to be {list(CLASSNAMES)}",
                         source,
                         "the label order (base classes first)",
-                        fix="generate the toy world again: {}".format(GENERATE_COMMAND),
+                        fix=f"generate the toy world again: {GENERATE_COMMAND}",
                     )
         return (train, val, test), source

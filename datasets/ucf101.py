@@ -1,4 +1,5 @@
 """UCF101 middle frames (datasets.md §2.11): 101 actions; trainlist01/testlist01 when no JSON."""
+
 import os.path as osp
 import re
 
@@ -52,11 +53,9 @@ ucf101/
         for lineno, line in common.read_annotation_lines(list_file, self.context):
             parts = line.split()[0].split("/")
             if len(parts) != 2:
-                raise self.context.malformed_line(
-                    list_file, lineno, line, "<Action>/v_<Action>_gXX_cYY.avi [id]"
-                )
+                raise self.context.malformed_line(list_file, lineno, line, "<Action>/v_<Action>_gXX_cYY.avi [id]")
             action, filename = parts
-            where = "line {} of {}".format(lineno, list_file)
+            where = f"line {lineno} of {list_file}"
             if action not in cname2lab:
                 raise self.context.unknown_class(action, classes_file, "the label of " + where)
             classname = renamed_action(action)

@@ -8,6 +8,7 @@
   engine's public hooks only, as a Dassl trainer file would, and records the lr of each epoch.
 - ``toy_argv(...)`` builds a train.py command line for them; ``run_train_py(argv)`` runs it in-process.
 """
+
 import math
 import os
 import os.path as osp
@@ -52,9 +53,8 @@ class ToyColors(DatasetBase):
         root = osp.join(osp.abspath(osp.expanduser(cfg.DATASET.ROOT)), self.dataset_dir)
         if not osp.isdir(root):
             raise DatasetLayoutError(
-                'ToyColors: folder not found: "{}" (expected {}/{{train,val,test}}/<class>/<image>)'.format(
-                    root, self.dataset_dir
-                )
+                f'ToyColors: folder not found: "{root}" (expected '
+                f"{self.dataset_dir}/{{train,val,test}}/<class>/<image>)"
             )
         train, val, test = (self._read(osp.join(root, split)) for split in ("train", "val", "test"))
         super().__init__(train_x=train, val=self.pick_val(val, test), test=test)
@@ -90,8 +90,18 @@ def align_lr(epoch):
 
 # The OPTIM opts of the shipped ALIGN recipe.
 ALIGN_OPTIM_OPTS = (
-    "OPTIM.LR", "0.0025", "OPTIM.MAX_EPOCH", "20", "OPTIM.LR_SCHEDULER", "cosine",
-    "OPTIM.WARMUP_EPOCH", "1", "OPTIM.WARMUP_TYPE", "constant", "OPTIM.WARMUP_CONS_LR", "1e-5",
+    "OPTIM.LR",
+    "0.0025",
+    "OPTIM.MAX_EPOCH",
+    "20",
+    "OPTIM.LR_SCHEDULER",
+    "cosine",
+    "OPTIM.WARMUP_EPOCH",
+    "1",
+    "OPTIM.WARMUP_TYPE",
+    "constant",
+    "OPTIM.WARMUP_CONS_LR",
+    "1e-5",
 )
 
 

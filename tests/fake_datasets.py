@@ -14,6 +14,7 @@ With ``source="json"`` the split JSON deliberately differs from what the creatio
 would give (per class: 2 val items, and for folder datasets 1 test item; the rest is train), so
 a test can tell which path the loader took.
 """
+
 import io
 import json
 import os
@@ -127,10 +128,10 @@ def build_fake(name, root, source=None, images_per_class=None, crlf=False):
         FakeInfo.
     """
     if name not in FAKE_NAMES:
-        raise ValueError("unknown dataset {!r}; expected one of {}".format(name, FAKE_NAMES))
+        raise ValueError(f"unknown dataset {name!r}; expected one of {FAKE_NAMES}")
     source = source or ("json" if name in SPLIT_JSON_NAMES else "raw")
     if source not in ("json", "raw") or (source == "json" and name not in SPLIT_JSON_NAMES):
-        raise ValueError("{} has no source {!r}".format(name, source))
+        raise ValueError(f"{name} has no source {source!r}")
     builder = _Builder(str(root), crlf)
     return _BUILDERS[name](builder, source, images_per_class or 6)
 
@@ -237,7 +238,7 @@ def _folder_dataset(b, source, n, name, dirname, image_dir, split_file, folders,
     """Caltech101/DTD/Food101/EuroSAT: ``folders`` = [(folder, final classname)] in label order."""
     per_class = []
     for label, (folder, classname) in enumerate(folders):
-        rels = ["{}/{}".format(folder, filename(folder, i)) for i in range(1, n + 1)]
+        rels = [f"{folder}/{filename(folder, i)}" for i in range(1, n + 1)]
         for rel in rels:
             b.image(dirname, image_dir, *rel.split("/"))
         per_class.append([[rel, label, classname] for rel in rels])
@@ -264,16 +265,32 @@ def _caltech101(b, source, n):
         ("yin_yang", "yin_yang"),
     ]
     return _folder_dataset(
-        b, source, n, "Caltech101", "caltech-101", "101_ObjectCategories", "split_zhou_Caltech101.json",
-        folders, ("BACKGROUND_Google", "Faces_easy"), lambda folder, i: "image_{:04d}.jpg".format(i),
+        b,
+        source,
+        n,
+        "Caltech101",
+        "caltech-101",
+        "101_ObjectCategories",
+        "split_zhou_Caltech101.json",
+        folders,
+        ("BACKGROUND_Google", "Faces_easy"),
+        lambda folder, i: f"image_{i:04d}.jpg",
     )
 
 
 def _dtd(b, source, n):
     folders = [("banded", "banded"), ("polka-dotted", "polka-dotted"), ("zigzagged", "zigzagged")]
     info = _folder_dataset(
-        b, source, n, "DescribableTextures", "dtd", "images", "split_zhou_DescribableTextures.json",
-        folders, (), lambda folder, i: "{}_{:04d}.jpg".format(folder, i),
+        b,
+        source,
+        n,
+        "DescribableTextures",
+        "dtd",
+        "images",
+        "split_zhou_DescribableTextures.json",
+        folders,
+        (),
+        lambda folder, i: f"{folder}_{i:04d}.jpg",
     )
     # A hidden file (as macOS leaves behind) must be skipped when listing a class folder.
     with open(b.path("dtd", "images", "banded", ".DS_Store"), "wb") as f:
@@ -284,8 +301,16 @@ def _dtd(b, source, n):
 def _food101(b, source, n):
     folders = [("apple_pie", "apple_pie"), ("baby_back_ribs", "baby_back_ribs"), ("beignets", "beignets")]
     return _folder_dataset(
-        b, source, n, "Food101", "food-101", "images", "split_zhou_Food101.json",
-        folders, (), lambda folder, i: "{}.jpg".format(1005640 + i),
+        b,
+        source,
+        n,
+        "Food101",
+        "food-101",
+        "images",
+        "split_zhou_Food101.json",
+        folders,
+        (),
+        lambda folder, i: f"{1005640 + i}.jpg",
     )
 
 
@@ -297,8 +322,16 @@ def _eurosat(b, source, n):
         ("SeaLake", "Sea or Lake"),
     ]
     return _folder_dataset(
-        b, source, n, "EuroSAT", "eurosat", "2750", "split_zhou_EuroSAT.json",
-        folders, (), lambda folder, i: "{}_{}.jpg".format(folder, i),
+        b,
+        source,
+        n,
+        "EuroSAT",
+        "eurosat",
+        "2750",
+        "split_zhou_EuroSAT.json",
+        folders,
+        (),
+        lambda folder, i: f"{folder}_{i}.jpg",
     )
 
 
@@ -310,9 +343,9 @@ def _oxford_pets(b, source, n):
     for (prefix, class_id, species, breed_id), classname in zip(breeds, classnames):
         entries = []
         for i in range(1, n + TEST_ITEMS_PER_CLASS + 1):
-            stem = "{}_{}".format(prefix, i)
+            stem = f"{prefix}_{i}"
             b.image("oxford_pets", "images", stem + ".jpg")
-            line = "{} {} {} {}".format(stem, class_id, species, breed_id)
+            line = f"{stem} {class_id} {species} {breed_id}"
             entry = [stem + ".jpg", class_id - 1, classname]
             if i <= n:
                 trainval_lines.append(line)
@@ -324,9 +357,7 @@ def _oxford_pets(b, source, n):
     raw = ["annotations/trainval.txt", "annotations/test.txt"]
     b.text(trainval_lines, "oxford_pets", raw[0])
     b.text(test_lines, "oxford_pets", raw[1])
-    counts = _list_dataset_counts(
-        b, source, n, per_class, test_entries, "oxford_pets", "split_zhou_OxfordPets.json"
-    )
+    counts = _list_dataset_counts(b, source, n, per_class, test_entries, "oxford_pets", "split_zhou_OxfordPets.json")
     return b.info("OxfordPets", "oxford_pets", classnames, counts, "split_zhou_OxfordPets.json", raw)
 
 
@@ -345,10 +376,8 @@ def _stanford_cars(b, source, n):
     classnames = ["2000 AM General Hummer SUV", "2012 Audi TTS Coupe", "2012 smart fortwo Convertible"]
     num_classes = len(meta_names)
     # Images are numbered across classes in interleaved order, as in the real archive.
-    train_records = [("{:05d}.jpg".format(k + 1), k % num_classes + 1) for k in range(n * num_classes)]
-    test_records = [
-        ("{:05d}.jpg".format(k + 1), k % num_classes + 1) for k in range(TEST_ITEMS_PER_CLASS * num_classes)
-    ]
+    train_records = [(f"{k + 1:05d}.jpg", k % num_classes + 1) for k in range(n * num_classes)]
+    test_records = [(f"{k + 1:05d}.jpg", k % num_classes + 1) for k in range(TEST_ITEMS_PER_CLASS * num_classes)]
     for fname, _ in train_records:
         b.image("stanford_cars", "cars_train", fname)
     for fname, _ in test_records:
@@ -383,7 +412,7 @@ def _oxford_flowers(b, source, n):
     # Labels interleaved so that label 3 appears first: the creation path groups by appearance.
     mat_labels = [(3, 1, 2)[i % 3] for i in range(3 * n)]
     for i in range(len(mat_labels)):
-        b.image("oxford_flowers", "jpg", "image_{:05d}.jpg".format(i + 1))
+        b.image("oxford_flowers", "jpg", f"image_{i + 1:05d}.jpg")
     labels = np.array([mat_labels], dtype=np.uint8)
     scipy.io.savemat(b.path("oxford_flowers", "imagelabels.mat"), {"labels": labels})
     b.json(cat_to_name, "oxford_flowers", "cat_to_name.json")
@@ -391,7 +420,7 @@ def _oxford_flowers(b, source, n):
     if source == "json":
         per_class = [
             [
-                ["image_{:05d}.jpg".format(i + 1), label - 1, classnames[label - 1]]
+                [f"image_{i + 1:05d}.jpg", label - 1, classnames[label - 1]]
                 for i, y in enumerate(mat_labels)
                 if y == label
             ]
@@ -412,15 +441,15 @@ def _fgvc_aircraft(b, source, n):
     for variant in variants:
         for key, size in sizes.items():
             for _ in range(size):
-                image_id = "{:07d}".format(image_number)
+                image_id = f"{image_number:07d}"
                 image_number += 1
                 b.image("fgvc_aircraft", "images", image_id + ".jpg")
-                lines[key].append("{} {}".format(image_id, variant))
+                lines[key].append(f"{image_id} {variant}")
     b.text(variants, "fgvc_aircraft", "variants.txt")
     for key in sizes:
-        b.text(lines[key], "fgvc_aircraft", "images_variant_{}.txt".format(key))
+        b.text(lines[key], "fgvc_aircraft", f"images_variant_{key}.txt")
     counts = {key: size * len(variants) for key, size in sizes.items()}
-    raw = ["variants.txt"] + ["images_variant_{}.txt".format(key) for key in sizes]
+    raw = ["variants.txt"] + [f"images_variant_{key}.txt" for key in sizes]
     return b.info("FGVCAircraft", "fgvc_aircraft", variants, counts, None, raw)
 
 
@@ -462,17 +491,17 @@ def _ucf101(b, source, n):
     for label, (action, folder, video_action) in enumerate(actions):
         entries = []
         for i in range(n + TEST_ITEMS_PER_CLASS):
-            stem = "v_{}_g{:02d}_c{:02d}".format(video_action, 8 + i, 1 + i % 3)
+            stem = f"v_{video_action}_g{8 + i:02d}_c{1 + i % 3:02d}"
             b.image("ucf101", "UCF-101-midframes", folder, stem + ".jpg")
             if i < n:
-                train_lines.append("{}/{}.avi {}".format(action, stem, label + 1))
-                entries.append(["{}/{}.jpg".format(folder, stem), label, folder])
+                train_lines.append(f"{action}/{stem}.avi {label + 1}")
+                entries.append([f"{folder}/{stem}.jpg", label, folder])
             else:
-                test_lines.append("{}/{}.avi".format(action, stem))
-                test_entries.append(["{}/{}.jpg".format(folder, stem), label, folder])
+                test_lines.append(f"{action}/{stem}.avi")
+                test_entries.append([f"{folder}/{stem}.jpg", label, folder])
         per_class.append(entries)
     raw = ["ucfTrainTestlist/" + name for name in ("classInd.txt", "trainlist01.txt", "testlist01.txt")]
-    b.text(["{} {}".format(label + 1, a[0]) for label, a in enumerate(actions)], "ucf101", raw[0])
+    b.text([f"{label + 1} {a[0]}" for label, a in enumerate(actions)], "ucf101", raw[0])
     b.text(train_lines, "ucf101", raw[1])
     b.text(test_lines, "ucf101", raw[2])
     counts = _list_dataset_counts(b, source, n, per_class, test_entries, "ucf101", "split_zhou_UCF101.json")
@@ -480,16 +509,16 @@ def _ucf101(b, source, n):
 
 
 def _classnames_lines(count):
-    return ["{} {}".format(wnid, name) for wnid, name in IMAGENET_CLASSES[:count]]
+    return [f"{wnid} {name}" for wnid, name in IMAGENET_CLASSES[:count]]
 
 
 def _imagenet(b, source, n):
     classes = IMAGENET_CLASSES[:3]
     for wnid, _ in classes:
         for i in range(n):
-            b.image("imagenet", "images", "train", wnid, "{}_{}.JPEG".format(wnid, i + 1))
-        for i in range(TEST_ITEMS_PER_CLASS):
-            b.image("imagenet", "images", "val", wnid, "ILSVRC2012_val_{:08d}.JPEG".format(len(b.images)))
+            b.image("imagenet", "images", "train", wnid, f"{wnid}_{i + 1}.JPEG")
+        for _ in range(TEST_ITEMS_PER_CLASS):
+            b.image("imagenet", "images", "val", wnid, f"ILSVRC2012_val_{len(b.images):08d}.JPEG")
     b.text(_classnames_lines(5), "imagenet", "classnames.txt")  # extra lines are allowed
     test = TEST_ITEMS_PER_CLASS * len(classes)
     counts = {"train": n * len(classes), "val": test, "test": test}
@@ -500,7 +529,7 @@ def _imagenet(b, source, n):
 def _wnid_variant(b, n, name, dirname, image_dir, wnids, extension, stray_file):
     for wnid in wnids:
         for i in range(n):
-            b.image(dirname, image_dir, wnid, "{}_{}{}".format(wnid, i + 1, extension))
+            b.image(dirname, image_dir, wnid, f"{wnid}_{i + 1}{extension}")
     with open(b.path(dirname, image_dir, stray_file), "w") as f:
         f.write("not a class folder\n")
     b.text(_classnames_lines(12), dirname, "classnames.txt")
@@ -532,7 +561,7 @@ def _imagenetv2(b, source, n, num_folders=11):
     image_dir = "imagenetv2-matched-frequency-format-val"
     for label in range(num_folders):
         for i in range(n):
-            b.image("imagenetv2", image_dir, str(label), "{:040x}.jpeg".format(label * 1000 + i))
+            b.image("imagenetv2", image_dir, str(label), f"{label * 1000 + i:040x}.jpeg")
     b.text(_classnames_lines(12), "imagenetv2", "classnames.txt")
     total = n * num_folders
     classnames = [name for _, name in IMAGENET_CLASSES[:num_folders]]

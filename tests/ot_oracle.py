@@ -15,7 +15,7 @@ def reference_sinkhorn(K, a, b, max_iter, thresh):
     """
     r = [torch.ones_like(a_s) for a_s in a]
     c = [torch.ones_like(b_s) for b_s in b]
-    for iteration in range(1, max_iter + 1):
+    for iteration in range(1, max_iter + 1):  # noqa: B007 (returned: the stopping iteration)
         r_prev = r
         r = [a_s / (K_s @ c_s) for K_s, a_s, c_s in zip(K, a, c)]
         c = [b_s / (K_s.T @ r_s) for K_s, b_s, r_s in zip(K, b, r)]
@@ -77,8 +77,20 @@ def reference_token_similarity(img_tokens, txt_tokens, txt_token_mask, eps, max_
     return s_tok, plans, iterations
 
 
-def reference_logits(img_global, img_tokens, txt_global, txt_tokens, txt_token_mask, logit_scale,
-                     eps, max_iter, thresh, hierarchical, token_cost, token_weight):
+def reference_logits(
+    img_global,
+    img_tokens,
+    txt_global,
+    txt_tokens,
+    txt_token_mask,
+    logit_scale,
+    eps,
+    max_iter,
+    thresh,
+    hierarchical,
+    token_cost,
+    token_weight,
+):
     """Oracle for trainers.ot.hierarchical_ot_logits.
 
     Returns (logits (B, C) float64, plan (B, C, V, T) float64, prompt-level stopping iteration).

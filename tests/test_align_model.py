@@ -5,6 +5,7 @@ token slices straight from the spec (align-method.md sections 2-3) and solves th
 oracle of tests/ot_oracle.py, so row orders, prompt tiling, EOT gathering and token slicing of the
 batched model are all checked against an independent computation.
 """
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -96,9 +97,13 @@ def reference_image(model, images):
         image_global, image_tokens = [], []
         for v in range(learner.n_prompts):
             shallow = learner.proj(learner.ctx[v])  # (n_ctx, d_v)
-            deep = [layer(prompt[v]) for layer, prompt in
-                    zip(learner.compound_prompt_projections, learner.compound_prompts_text)]
-            out = clip_model.encode_image(image[None], shallow_prompts=shallow, deep_prompts=deep, return_tokens=True)[0]
+            deep = [
+                layer(prompt[v])
+                for layer, prompt in zip(learner.compound_prompt_projections, learner.compound_prompts_text)
+            ]
+            out = clip_model.encode_image(image[None], shallow_prompts=shallow, deep_prompts=deep, return_tokens=True)[
+                0
+            ]
             out = F.normalize(out, dim=-1)
             image_global.append(out[0])
             image_tokens.append(out[1:])
@@ -118,10 +123,18 @@ def reference_image(model, images):
         (2, 4, "similarity", "reference", True, 1e-3),  # forces one class per token-level chunk
     ],
 )
-def test_logits_equal_per_prompt_reference(tiny_clip, batch, n_prompts, token_cost, text_tokens,
-                                           hierarchical, memory_mb):
-    model = build_model(tiny_clip, n_prompts=n_prompts, TOKEN_COST=token_cost, TEXT_TOKENS=text_tokens,
-                        HIERARCHICAL=hierarchical, OT_MEMORY_MB=memory_mb, TOKEN_WEIGHT=0.7)
+def test_logits_equal_per_prompt_reference(
+    tiny_clip, batch, n_prompts, token_cost, text_tokens, hierarchical, memory_mb
+):
+    model = build_model(
+        tiny_clip,
+        n_prompts=n_prompts,
+        TOKEN_COST=token_cost,
+        TEXT_TOKENS=text_tokens,
+        HIERARCHICAL=hierarchical,
+        OT_MEMORY_MB=memory_mb,
+        TOKEN_WEIGHT=0.7,
+    )
     images = torch.randn(batch, 3, 32, 32, generator=torch.Generator().manual_seed(batch))
     with torch.no_grad():
         logits, plan = model(images, return_plan=True)
@@ -130,8 +143,19 @@ def test_logits_equal_per_prompt_reference(tiny_clip, batch, n_prompts, token_co
     img_global, img_tokens = reference_image(model, images)
     s = model.settings
     expected, expected_plan, _ = reference_logits(
-        img_global, img_tokens, txt_global, txt_tokens, txt_mask, model.clip.logit_scale.exp(),
-        s.eps, s.ot_max_iter, s.ot_thresh, hierarchical, token_cost, 0.7)
+        img_global,
+        img_tokens,
+        txt_global,
+        txt_tokens,
+        txt_mask,
+        model.clip.logit_scale.exp(),
+        s.eps,
+        s.ot_max_iter,
+        s.ot_thresh,
+        hierarchical,
+        token_cost,
+        0.7,
+    )
 
     assert logits.shape == (batch, len(CLASSNAMES))
     assert plan.shape == (batch, len(CLASSNAMES), n_prompts, n_prompts)
@@ -142,7 +166,7 @@ def test_logits_equal_per_prompt_reference(tiny_clip, batch, n_prompts, token_co
 def test_text_token_slices_follow_prompt_zero(tiny_clip):
     """Reference mode keeps prompt 0's "of a" length for every prompt: the shorter prompts
     contribute their "." and EOT; per_prompt keeps each prompt's own words only."""
-    for mode, expected_lengths in (("reference", None), ("per_prompt", None)):
+    for mode, _expected_lengths in (("reference", None), ("per_prompt", None)):
         model = build_model(tiny_clip, TEXT_TOKENS=mode)
         with torch.no_grad():
             text = model.encode_text()
@@ -192,8 +216,15 @@ def test_plan_carries_no_gradient_into_the_logits(tiny_clip):
     from trainers.ot import hierarchical_ot_logits
 
     scale = model.clip.logit_scale.exp().detach()
-    logits, plan = hierarchical_ot_logits(img_global, img_tokens.detach(), text.global_.detach(),
-                                          text.tokens.detach(), text.token_mask, scale, return_plan=True)
+    logits, plan = hierarchical_ot_logits(
+        img_global,
+        img_tokens.detach(),
+        text.global_.detach(),
+        text.tokens.detach(),
+        text.token_mask,
+        scale,
+        return_plan=True,
+    )
     logits.sum().backward()
     expected = scale * torch.einsum("bcvt,ctd->bvd", plan, text.global_.detach())
     torch.testing.assert_close(img_global.grad, expected, rtol=1e-5, atol=1e-6)
@@ -219,7 +250,10 @@ def test_depth_larger_than_the_backbone_is_rejected(tiny_clip):
     "keys, message",
     [
         ({"USECT": True}, "USECT True is not supported"),
-        ({"VISION_PROMPT_NUMBER": 2}, "VISION_PROMPT_NUMBER \\(2\\) must equal TRAINER.ALIGN.TEXT_PROMPT_NUMBER \\(4\\)"),
+        (
+            {"VISION_PROMPT_NUMBER": 2},
+            "VISION_PROMPT_NUMBER \\(2\\) must equal TRAINER.ALIGN.TEXT_PROMPT_NUMBER \\(4\\)",
+        ),
         ({"TOKEN_COST": "cosine"}, "TRAINER.ALIGN.TOKEN_COST = 'cosine' is invalid"),
         ({"TEXT_TOKENS": "all"}, "TRAINER.ALIGN.TEXT_TOKENS = 'all' is invalid"),
         ({"PREC": "fp8"}, "TRAINER.ALIGN.PREC = 'fp8' is invalid"),

@@ -1,4 +1,5 @@
 """The ALIGN trainer through the engine: training, evaluation cache, checkpoints, configs, errors."""
+
 import glob
 import os.path as osp
 
@@ -13,7 +14,7 @@ from dassl.engine import build_trainer
 from dassl.utils import set_random_seed
 from tests.engine_toys import make_toy_images, run_train_py
 from tests.tiny_clip import save_tiny_clip
-from trainers.align import ALIGNCLIP, ALIGNSettings, LEARNER_NAME
+from trainers.align import ALIGNCLIP, LEARNER_NAME, ALIGNSettings
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -33,15 +34,47 @@ def clip_path(tmp_path_factory):
 def align_argv(data_root, output_dir, clip_path, *opts, trainer="ALIGN", node="ALIGN", extra_flags=()):
     """train.py arguments for ALIGN on the engine's ToyColors images with a tiny CLIP (CPU, fp32)."""
     return [
-        "--root", data_root, "--output-dir", str(output_dir), "--trainer", trainer, "--seed", "1",
+        "--root",
+        data_root,
+        "--output-dir",
+        str(output_dir),
+        "--trainer",
+        trainer,
+        "--seed",
+        "1",
         *extra_flags,
-        "DATASET.NAME", "ToyColors", "USE_CUDA", "False", "INPUT.SIZE", "(32, 32)",
-        "INPUT.TRANSFORMS", "['normalize']", "DATALOADER.NUM_WORKERS", "0",
-        "DATALOADER.TRAIN_X.BATCH_SIZE", "4", "DATALOADER.TEST.BATCH_SIZE", "4",
-        "OPTIM.NAME", "sgd", "OPTIM.LR", "0.05", "OPTIM.MAX_EPOCH", "8", "TRAIN.PRINT_FREQ", "100",
-        "MODEL.BACKBONE.PATH", clip_path,
-        f"TRAINER.{node}.PREC", "fp32", f"TRAINER.{node}.TEXT_PROMPT_DEPTH", "3",
-        f"TRAINER.{node}.TEXT_PROMPT_NUMBER", "2", f"TRAINER.{node}.VISION_PROMPT_NUMBER", "2",
+        "DATASET.NAME",
+        "ToyColors",
+        "USE_CUDA",
+        "False",
+        "INPUT.SIZE",
+        "(32, 32)",
+        "INPUT.TRANSFORMS",
+        "['normalize']",
+        "DATALOADER.NUM_WORKERS",
+        "0",
+        "DATALOADER.TRAIN_X.BATCH_SIZE",
+        "4",
+        "DATALOADER.TEST.BATCH_SIZE",
+        "4",
+        "OPTIM.NAME",
+        "sgd",
+        "OPTIM.LR",
+        "0.05",
+        "OPTIM.MAX_EPOCH",
+        "8",
+        "TRAIN.PRINT_FREQ",
+        "100",
+        "MODEL.BACKBONE.PATH",
+        clip_path,
+        f"TRAINER.{node}.PREC",
+        "fp32",
+        f"TRAINER.{node}.TEXT_PROMPT_DEPTH",
+        "3",
+        f"TRAINER.{node}.TEXT_PROMPT_NUMBER",
+        "2",
+        f"TRAINER.{node}.VISION_PROMPT_NUMBER",
+        "2",
         *opts,
     ]
 
@@ -54,8 +87,13 @@ def build(argv):
 @torch.no_grad()
 def accuracy_on(trainer, data_source):
     """Top-1 accuracy (%) of the trainer's model on ``data_source`` with the test transform."""
-    loader = build_data_loader(trainer.cfg, data_source=data_source, batch_size=4,
-                               tfm=build_transform(trainer.cfg, is_train=False), is_train=False)
+    loader = build_data_loader(
+        trainer.cfg,
+        data_source=data_source,
+        batch_size=4,
+        tfm=build_transform(trainer.cfg, is_train=False),
+        is_train=False,
+    )
     correct = total = 0
     with trainer.model.cached_text_features():
         for batch in loader:
@@ -188,8 +226,9 @@ def test_train_py_runs_align_end_to_end(data_root, clip_path, tmp_path):
 
 
 def test_mmp_alias_reads_the_official_keys(data_root, clip_path, tmp_path):
-    argv = align_argv(data_root, tmp_path, clip_path, "TRAINER.MMP.USECT", "False", "OPTIM.MAX_EPOCH", "1",
-                      trainer="MMP", node="MMP")
+    argv = align_argv(
+        data_root, tmp_path, clip_path, "TRAINER.MMP.USECT", "False", "OPTIM.MAX_EPOCH", "1", trainer="MMP", node="MMP"
+    )
     assert run_train_py(argv) == 0
     assert "T = V = 2, n_ctx = 2, depth = 3" in (tmp_path / "log.txt").read_text()
 
@@ -223,9 +262,16 @@ def test_every_recipe_is_checked():
 @pytest.mark.parametrize("config", RECIPES)
 def test_shipped_configs_load_and_validate(config):
     node = "MMP" if osp.basename(config) == "vit_b16_c2_ep5_batch4_2ctx.yaml" else "ALIGN"
-    args = train.build_parser().parse_args([
-        "--config-file", config, "--dataset-config-file", osp.join(REPO, "configs/datasets/caltech101.yaml"),
-        "--trainer", "MMP" if node == "MMP" else "ALIGN"])
+    args = train.build_parser().parse_args(
+        [
+            "--config-file",
+            config,
+            "--dataset-config-file",
+            osp.join(REPO, "configs/datasets/caltech101.yaml"),
+            "--trainer",
+            "MMP" if node == "MMP" else "ALIGN",
+        ]
+    )
     cfg = train.setup_cfg(args)
     settings = ALIGNSettings.from_cfg(cfg, node)
     assert cfg.MODEL.BACKBONE.NAME == "ViT-B/16" and cfg.OPTIM.MAX_EPOCH in (20, 30, 50, 80)

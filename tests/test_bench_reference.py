@@ -4,6 +4,7 @@ The benchmark's ratios only mean something if (a) and (b) compute the same logit
 reference (per-pair loop OT, 77-token text recomputed per forward) must give the project's
 logits and gradients on a tiny random CLIP.
 """
+
 import copy
 import json
 
@@ -12,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks import bench_align, measure
-from benchmarks.reference import (ReferenceALIGN, pair_subset, reference_sinkhorn, reference_token_similarity)
+from benchmarks.reference import ReferenceALIGN, pair_subset, reference_sinkhorn, reference_token_similarity
 from benchmarks.runners import align_settings
 from benchmarks.synthetic import class_names, synthetic_ot_inputs
 from clip.model import build_model
@@ -111,8 +112,9 @@ def test_reference_rejects_the_project_only_switches():
     settings = align_settings("fp32", depth=2, ot_memory_mb=1024.0)
     for change in ({"token_cost": "distance"}, {"text_tokens": "per_prompt"}, {"token_weight": 0.5}):
         with pytest.raises(ValueError, match=next(iter(change))):
-            ReferenceALIGN(type(settings)(**{**settings.__dict__, **change}), CLASSNAMES, project.clip,
-                           project.prompt_learner)
+            ReferenceALIGN(
+                type(settings)(**{**settings.__dict__, **change}), CLASSNAMES, project.clip, project.prompt_learner
+            )
 
 
 def test_reference_sinkhorn_follows_the_loop_oracle():
@@ -146,8 +148,10 @@ def test_token_loop_subset_solves_the_chosen_pairs_and_extrapolates_linearly():
 def test_synthetic_names_and_features_have_the_documented_structure():
     lengths = [6, 7, 8, 9, 10, 11, 12]
     _, reference, _ = _models()
-    assert ReferenceALIGN(reference.settings, class_names(14), reference.clip,
-                          reference.prompt_learner).kept_lengths == lengths * 2
+    assert (
+        ReferenceALIGN(reference.settings, class_names(14), reference.clip, reference.prompt_learner).kept_lengths
+        == lengths * 2
+    )
     inputs = synthetic_ot_inputs(4, 7, 2, 50, 512, lengths, seed=0)
     sim = torch.einsum("bvpd,ctld->bcvtpl", inputs["img_tokens"], inputs["txt_tokens"])
     real = sim[inputs["txt_token_mask"][None, :, None, :, None, :].expand_as(sim)]
@@ -160,8 +164,27 @@ def test_synthetic_names_and_features_have_the_documented_structure():
 
 def test_cli_runs_end_to_end_and_writes_the_report(tmp_path, capsys):
     path = tmp_path / "bench.json"
-    bench_align.main(["--tiny", "--device", "cpu", "--classes", "3", "--batch", "2", "--eval-batches", "2",
-                      "--repeats", "2", "--warmup", "1", "--ref-max-pairs", "4", "--json", str(path)])
+    bench_align.main(
+        [
+            "--tiny",
+            "--device",
+            "cpu",
+            "--classes",
+            "3",
+            "--batch",
+            "2",
+            "--eval-batches",
+            "2",
+            "--repeats",
+            "2",
+            "--warmup",
+            "1",
+            "--ref-max-pairs",
+            "4",
+            "--json",
+            str(path),
+        ]
+    )
     table = capsys.readouterr().out
     report = json.loads(path.read_text())
     assert {"machine", "settings", "cases", "targets", "command"} <= report.keys()
@@ -183,11 +206,15 @@ def test_cli_runs_end_to_end_and_writes_the_report(tmp_path, capsys):
 
 
 def test_presets_define_the_issue_targets():
-    options, cases, targets = bench_align.resolve_run(bench_align.parse_args(["--preset", "cpu-targets",
-                                                                             "--device", "cpu"]))
+    options, cases, targets = bench_align.resolve_run(
+        bench_align.parse_args(["--preset", "cpu-targets", "--device", "cpu"])
+    )
     assert options.dims == bench_align.VIT_B16 and options.depth == 9
     assert {(case.measure, case.classes, case.batch) for case in cases} == {
-        ("train", 50, 4), ("eval", 100, 4), ("ot", 1000, 100)}
+        ("train", 50, 4),
+        ("eval", 100, 4),
+        ("ot", 1000, 100),
+    }
     assert len(targets) == 4
     ratio_target = next(t for t in targets if t.case.measure == "eval")
     assert ratio_target.check({"ratio": 2.9})["met"] is False and ratio_target.check({"ratio": 3.1})["met"]

@@ -32,7 +32,11 @@ def test_torchscript_archive_loads_by_path(tmp_path, resnet):
     model, preprocess = clip.load(path, device="cpu")
     assert_holds(model, state_dict)
     assert not model.training
-    assert preprocess(Image.new("RGB", (50, 40))).shape == (3, model.visual.input_resolution, model.visual.input_resolution)
+    assert preprocess(Image.new("RGB", (50, 40))).shape == (
+        3,
+        model.visual.input_resolution,
+        model.visual.input_resolution,
+    )
 
 
 def test_state_dict_files_load_by_path_plain_nested_and_prefixed(tmp_path):
@@ -41,8 +45,10 @@ def test_state_dict_files_load_by_path_plain_nested_and_prefixed(tmp_path):
     assert_holds(clip.load(path, device="cpu")[0], state_dict)
     # an open_clip / DistributedDataParallel training checkpoint
     nested = str(tmp_path / "epoch_1.pt")
-    torch.save({"epoch": 1, "name": "tiny", "state_dict": {"module." + key: value for key, value in state_dict.items()}},
-               nested)
+    torch.save(
+        {"epoch": 1, "name": "tiny", "state_dict": {"module." + key: value for key, value in state_dict.items()}},
+        nested,
+    )
     assert_holds(clip.load(nested, device="cpu")[0], state_dict)
 
 
@@ -70,7 +76,9 @@ def test_cpu_load_of_fp16_checkpoint_is_fp32(tmp_path):
 def test_bad_arguments_and_files_are_reported(tmp_path):
     with pytest.raises(ValueError, match="jit=True is not supported"):
         clip.load("ViT-B/16", jit=True)
-    with pytest.raises(clip.CLIPWeightsError, match=r"'ViT-Q/99' is neither a model name \(RN50, .*ViT-L/14@336px\) nor an existing"):
+    with pytest.raises(
+        clip.CLIPWeightsError, match=r"'ViT-Q/99' is neither a model name \(RN50, .*ViT-L/14@336px\) nor an existing"
+    ):
         clip.load("ViT-Q/99")
     not_a_checkpoint = tmp_path / "notes.pt"
     not_a_checkpoint.write_text("hello")
@@ -78,13 +86,24 @@ def test_bad_arguments_and_files_are_reported(tmp_path):
         clip.load(str(not_a_checkpoint))
     optimizer_only = tmp_path / "optimizer.pt"
     torch.save({"lr": 0.1, "step": 3}, optimizer_only)
-    with pytest.raises(clip.CLIPWeightsError, match=r"optimizer.pt: expected a state dict .* got dict with keys \['lr', 'step'\]"):
+    with pytest.raises(
+        clip.CLIPWeightsError, match=r"optimizer.pt: expected a state dict .* got dict with keys \['lr', 'step'\]"
+    ):
         clip.load(str(optimizer_only))
 
 
 def test_model_names_are_openai_checkpoints_with_their_sha256():
-    assert clip.available_models() == ["RN50", "RN101", "RN50x4", "RN50x16", "RN50x64",
-                                       "ViT-B/32", "ViT-B/16", "ViT-L/14", "ViT-L/14@336px"]
+    assert clip.available_models() == [
+        "RN50",
+        "RN101",
+        "RN50x4",
+        "RN50x16",
+        "RN50x64",
+        "ViT-B/32",
+        "ViT-B/16",
+        "ViT-L/14",
+        "ViT-L/14@336px",
+    ]
     for url in clip._MODELS.values():
         assert url.startswith("https://openaipublic.azureedge.net/clip/models/") and url.endswith(".pt")
         assert len(url.split("/")[-2]) == 64 and int(url.split("/")[-2], 16) >= 0

@@ -11,50 +11,144 @@ open_clip_tokenizer = pytest.importorskip("open_clip.tokenizer")
 # Class names of the 15 datasets as the prompt learners see them (underscores replaced by spaces).
 DATASET_CLASS_NAMES = [
     # Caltech101
-    "accordion", "car side", "yin yang", "Faces", "Motorbikes", "dalmatian", "wild cat",
+    "accordion",
+    "car side",
+    "yin yang",
+    "Faces",
+    "Motorbikes",
+    "dalmatian",
+    "wild cat",
     # OxfordPets
-    "Abyssinian", "american bulldog", "great pyrenees", "Staffordshire Bull Terrier", "yorkshire terrier",
+    "Abyssinian",
+    "american bulldog",
+    "great pyrenees",
+    "Staffordshire Bull Terrier",
+    "yorkshire terrier",
     # StanfordCars
-    "2012 Audi TTS Coupe", "AM General Hummer SUV 2000", "Mercedes-Benz S-Class Sedan 2012",
-    "Ram C/V Cargo Van Minivan 2012", "smart fortwo Convertible 2012", "Aston Martin V8 Vantage Coupe 2012",
+    "2012 Audi TTS Coupe",
+    "AM General Hummer SUV 2000",
+    "Mercedes-Benz S-Class Sedan 2012",
+    "Ram C/V Cargo Van Minivan 2012",
+    "smart fortwo Convertible 2012",
+    "Aston Martin V8 Vantage Coupe 2012",
     # Flowers102
-    "pink primrose", "hard-leaved pocket orchid", "canterbury bells", "bird of paradise", "bolero deep blue",
-    "black-eyed susan", "sweet william", "love in the mist",
+    "pink primrose",
+    "hard-leaved pocket orchid",
+    "canterbury bells",
+    "bird of paradise",
+    "bolero deep blue",
+    "black-eyed susan",
+    "sweet william",
+    "love in the mist",
     # Food101
-    "apple pie", "baby back ribs", "crème brûlée", "eggs benedict", "huevos rancheros", "pho", "takoyaki",
+    "apple pie",
+    "baby back ribs",
+    "crème brûlée",
+    "eggs benedict",
+    "huevos rancheros",
+    "pho",
+    "takoyaki",
     # FGVCAircraft
-    "707-320", "A300B4", "Cessna 172", "F-16A/B", "DHC-1", "Tu-134", "Yak-42", "MD-11", "BAE 146-200",
-    "DC-10", "Il-76", "Boeing 717", "F/A-18", "Spitfire", "Gulfstream IV",
+    "707-320",
+    "A300B4",
+    "Cessna 172",
+    "F-16A/B",
+    "DHC-1",
+    "Tu-134",
+    "Yak-42",
+    "MD-11",
+    "BAE 146-200",
+    "DC-10",
+    "Il-76",
+    "Boeing 717",
+    "F/A-18",
+    "Spitfire",
+    "Gulfstream IV",
     # SUN397
-    "abbey", "airplane cabin", "outdoor church", "indoor apse", "bamboo forest", "outdoor swimming pool",
-    "vehicle dinette", "exterior balcony", "indoor general store",
+    "abbey",
+    "airplane cabin",
+    "outdoor church",
+    "indoor apse",
+    "bamboo forest",
+    "outdoor swimming pool",
+    "vehicle dinette",
+    "exterior balcony",
+    "indoor general store",
     # DTD
-    "banded", "polka-dotted", "zigzagged", "crosshatched", "honeycombed", "stratified",
+    "banded",
+    "polka-dotted",
+    "zigzagged",
+    "crosshatched",
+    "honeycombed",
+    "stratified",
     # EuroSAT (CoOp's renamed classes)
-    "Annual Crop Land", "Herbaceous Vegetation Land", "Highway or Road", "Permanent Crop Land",
-    "Sea or Lake", "Residential Buildings",
+    "Annual Crop Land",
+    "Herbaceous Vegetation Land",
+    "Highway or Road",
+    "Permanent Crop Land",
+    "Sea or Lake",
+    "Residential Buildings",
     # UCF101
-    "Apply Eye Makeup", "Apply Lipstick", "Blow Dry Hair", "Handstand Pushups", "Jumping Jack",
-    "Playing Daf", "Yo Yo", "Skijet", "Pommel Horse", "Uneven Bars",
+    "Apply Eye Makeup",
+    "Apply Lipstick",
+    "Blow Dry Hair",
+    "Handstand Pushups",
+    "Jumping Jack",
+    "Playing Daf",
+    "Yo Yo",
+    "Skijet",
+    "Pommel Horse",
+    "Uneven Bars",
     # ImageNet and its variants (CLIP's cleaned names)
-    "great white shark", "tench", "jack-o'-lantern", "yellow lady's slipper", "Geoffroy's spider monkey",
-    "T-shirt", "CD player", "Granny Smith apple", "French horn", "three-toed sloth", "St. Bernard",
-    "carbonara", "toilet paper", "poke bonnet", "ski mask",
+    "great white shark",
+    "tench",
+    "jack-o'-lantern",
+    "yellow lady's slipper",
+    "Geoffroy's spider monkey",
+    "T-shirt",
+    "CD player",
+    "Granny Smith apple",
+    "French horn",
+    "three-toed sloth",
+    "St. Bernard",
+    "carbonara",
+    "toilet paper",
+    "poke bonnet",
+    "ski mask",
 ]
 
 EDGE_CASES = [
     "",  # only start and end of text
-    "a photo of a {}, a type of pet.", "X X X X great white shark.",
+    "a photo of a {}, a type of pet.",
+    "X X X X great white shark.",
     # unicode: accents, combining marks (NFC), CJK, Indic marks, emoji, numerals of other scripts
-    "naïve café", "Crème brûle\u0301e", "東京タワー", "हिन्दी", "emoji 😀🐶", "x² ½ Ⅻ ٣ 42",
-    "ﬁsh ﬂower Ĳssel", "“curly” ‘quotes’", "ＦＵＬＬＷＩＤＴＨ １２３", "ｶﾞﾝﾀﾞﾑ",
+    "naïve café",
+    "Crème brûle\u0301e",
+    "東京タワー",
+    "हिन्दी",
+    "emoji 😀🐶",
+    "x² ½ Ⅻ ٣ 42",
+    "ﬁsh ﬂower Ĳssel",
+    "“curly” ‘quotes’",
+    "ＦＵＬＬＷＩＤＴＨ １２３",
+    "ｶﾞﾝﾀﾞﾑ",
     # HTML entities (CLIP unescapes twice)
-    "fish &amp; chips", "R&amp;amp;D", "caf&eacute; &lt;b&gt;", "&#39;quoted&#39;", "a&nbsp;b",
+    "fish &amp; chips",
+    "R&amp;amp;D",
+    "caf&eacute; &lt;b&gt;",
+    "&#39;quoted&#39;",
+    "a&nbsp;b",
     # extra and unusual spaces, line breaks, controls
-    "  extra   spaces\t\tand\nnew lines  ", "non\u00a0breaking\u2009thin\u3000ideographic", "a\r\nb\u2028c",
-    "zero\u200bwidth", "bom\ufeff and nul\x00", "\x1b[31mred\x1b[0m",
+    "  extra   spaces\t\tand\nnew lines  ",
+    "non\u00a0breaking\u2009thin\u3000ideographic",
+    "a\r\nb\u2028c",
+    "zero\u200bwidth",
+    "bom\ufeff and nul\x00",
+    "\x1b[31mred\x1b[0m",
     # contractions and punctuation runs
-    "it's they're we've I'M you'll he'd can't", "!'s ''quoted'' ...--- ???", "O'Neil's",
+    "it's they're we've I'M you'll he'd can't",
+    "!'s ''quoted'' ...--- ???",
+    "O'Neil's",
 ]
 
 
@@ -84,7 +178,7 @@ def test_start_and_end_of_text_and_padding():
     sos, eot = 49406, 49407
     assert ids[0, 0] == sos and ids[1, 0] == sos and ids[1, 1] == eot and ids[1, 2:].eq(0).all()
     end = int(ids[0].argmax())  # EOT has the largest id: this is how the encoder finds it
-    assert ids[0, end] == eot and ids[0, end + 1:].eq(0).all() and end == 7
+    assert ids[0, end] == eot and ids[0, end + 1 :].eq(0).all() and end == 7
 
 
 def test_vocabulary_size_and_special_ids():
@@ -117,8 +211,10 @@ def test_context_length_argument():
 
 def test_decode_inverts_encode_up_to_cleaning():
     tokenizer = SimpleTokenizer()
-    assert tokenizer.decode(tokenizer.encode("A Photo of  the 2012 Audi TTS Coupe, naïve 😀!")) == \
-        "a photo of the 2 0 1 2 audi tts coupe , naïve 😀! "
+    assert (
+        tokenizer.decode(tokenizer.encode("A Photo of  the 2012 Audi TTS Coupe, naïve 😀!"))
+        == "a photo of the 2 0 1 2 audi tts coupe , naïve 😀! "
+    )
 
 
 def test_fix_text_matches_ftfy_on_the_characters_it_handles():

@@ -1,4 +1,5 @@
 """The 15 dataset loaders on miniature fake trees: counts, class names, splits (datasets.md §0-§3)."""
+
 import json
 import os
 import os.path as osp
@@ -47,7 +48,7 @@ def test_all_fifteen_registered_with_their_yaml_configs():
     assert sorted(os.listdir(config_dir)) == sorted(expected + ["toy_shapes.yaml"])  # + the demo's
     for dataset_class in datasets.BENCHMARKS:
         with open(osp.join(config_dir, datasets.yaml_name(dataset_class) + ".yaml")) as f:
-            assert f.read() == 'DATASET:\n  NAME: "{}"\n'.format(dataset_class.__name__)
+            assert f.read() == f'DATASET:\n  NAME: "{dataset_class.__name__}"\n'
     assert datasets.yaml_name(datasets.DescribableTextures) == "dtd"
 
 
@@ -273,7 +274,7 @@ def test_flowers_split_matches_the_reference_algorithm(tmp_path):
     random.seed(7)
     by_label = defaultdict(list)
     for index, label in enumerate(labels):
-        by_label[int(label)].append("image_{:05d}.jpg".format(index + 1))
+        by_label[int(label)].append(f"image_{index + 1:05d}.jpg")
     expected = {"train": [], "val": [], "test": []}
     for names in by_label.values():  # first-appearance order: label 3 first
         random.shuffle(names)

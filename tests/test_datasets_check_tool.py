@@ -1,4 +1,5 @@
 """tools.check_datasets on good and broken fake trees: exit status, output, and no writes."""
+
 import json
 import os
 import os.path as osp
@@ -123,14 +124,17 @@ def test_all_fifteen_checked_by_default(tmp_path, capsys):
     assert status == 1
     assert "Summary: 0 ok, 15 missing, 0 with problems" in out
     for dataset_class in datasets.BENCHMARKS:
-        assert "[missing]  {} ".format(dataset_class.__name__) in out
+        assert f"[missing]  {dataset_class.__name__} " in out
 
 
 def test_command_line_entry_point(tmp_path):
     build_fake("DescribableTextures", tmp_path)
     result = subprocess.run(
         [sys.executable, "-m", "tools.check_datasets", "--root", str(tmp_path), "dtd"],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 1, result.stderr
     assert "[problem]  DescribableTextures" in result.stdout

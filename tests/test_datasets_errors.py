@@ -3,6 +3,7 @@
 Each message must name the registered dataset, the full path, what it was needed for and the
 expected layout; the few-shot cache cases are in test_datasets_fewshot.py.
 """
+
 import json
 import os
 import os.path as osp
@@ -27,7 +28,7 @@ def layout_error(info, *fragments, root=None):
     message = str(excinfo.value)
     assert message.startswith(info.name + ": ")
     for fragment in fragments:
-        assert fragment in message, "{!r} not in:\n{}".format(fragment, message)
+        assert fragment in message, f"{fragment!r} not in:\n{message}"
     assert "Expected layout under DATASET.ROOT" in message
     for line in dataset_class.LAYOUT.splitlines():
         assert line in message
@@ -65,7 +66,7 @@ def test_missing_image_folder_of_a_variant_names_the_expected_folder(name, tmp_p
     info = build_fake(name, tmp_path)
     image_dir = info.raw_files[0]
     shutil.rmtree(image_dir)
-    expected_name = "expected folder name: {}/".format(osp.basename(image_dir))
+    expected_name = f"expected folder name: {osp.basename(image_dir)}/"
     layout_error(info, "folder not found", "path: " + image_dir, expected_name)
 
 
@@ -79,17 +80,19 @@ def test_missing_split_json_and_raw_files_lists_both_options(tmp_path):
     info = build_fake("OxfordPets", tmp_path)
     os.remove(info.split_file)
     shutil.rmtree(osp.join(info.dataset_dir, "annotations"))
-    layout_error(info, "neither split_zhou_OxfordPets.json nor the raw files", "path: " + info.split_file,
-                 *("path: " + path for path in info.raw_files))
+    layout_error(
+        info,
+        "neither split_zhou_OxfordPets.json nor the raw files",
+        "path: " + info.split_file,
+        *("path: " + path for path in info.raw_files),
+    )
 
 
 def test_ucf101_missing_split_names_the_json_and_the_lists(tmp_path):
     info = build_fake("UCF101", tmp_path)
     os.remove(info.split_file)
     os.remove(info.raw_files[1])
-    message = layout_error(
-        info, "path: " + info.split_file, "path: " + info.raw_files[1], "CoOp's Google Drive"
-    )
+    message = layout_error(info, "path: " + info.split_file, "path: " + info.raw_files[1], "CoOp's Google Drive")
     assert "path: " + info.raw_files[0] not in message  # only the missing ones are listed
 
 
@@ -140,22 +143,34 @@ def test_image_listed_in_an_annotation_file_missing(tmp_path):
 def test_malformed_pets_line(tmp_path):
     info = build_fake("OxfordPets", tmp_path, source="raw")
     rewrite(info.raw_files[1], lambda text: text.replace("Abyssinian_8 1 1 1", "Abyssinian_8 1 1"))
-    layout_error(info, "malformed line 2: 'Abyssinian_8 1 1'", "path: " + info.raw_files[1],
-                 "<image_stem> <class_id 1..37> <species 1=cat,2=dog> <breed_id>")
+    layout_error(
+        info,
+        "malformed line 2: 'Abyssinian_8 1 1'",
+        "path: " + info.raw_files[1],
+        "<image_stem> <class_id 1..37> <species 1=cat,2=dog> <breed_id>",
+    )
 
 
 def test_unknown_aircraft_variant(tmp_path):
     info = build_fake("FGVCAircraft", tmp_path)
     rewrite(info.raw_files[3], lambda text: text.replace("Cessna 172", "Cessna 999", 1))
-    layout_error(info, "class 'Cessna 999' has no entry in variants.txt", "path: " + info.raw_files[0],
-                 "line 5 of " + info.raw_files[3])
+    layout_error(
+        info,
+        "class 'Cessna 999' has no entry in variants.txt",
+        "path: " + info.raw_files[0],
+        "line 5 of " + info.raw_files[3],
+    )
 
 
 def test_unknown_ucf101_action(tmp_path):
     info = build_fake("UCF101", tmp_path, source="raw")
     rewrite(info.raw_files[0], lambda text: text.replace("3 YoYo", "3 Yoyo"))
-    layout_error(info, "class 'YoYo' has no entry in classInd.txt", "path: " + info.raw_files[0],
-                 "line 13 of " + info.raw_files[1])
+    layout_error(
+        info,
+        "class 'YoYo' has no entry in classInd.txt",
+        "path: " + info.raw_files[0],
+        "line 13 of " + info.raw_files[1],
+    )
 
 
 def test_malformed_ucf101_class_index(tmp_path):
@@ -203,9 +218,7 @@ def test_imagenet_unsorted_val_folder(tmp_path):
         for name in os.listdir(osp.join(val_dir, wnid)):
             os.rename(osp.join(val_dir, wnid, name), osp.join(val_dir, name))
         os.rmdir(osp.join(val_dir, wnid))
-    layout_error(
-        info, "images/val holds 6 files and 0 folders", "sort the validation images into one folder per wnid"
-    )
+    layout_error(info, "images/val holds 6 files and 0 folders", "sort the validation images into one folder per wnid")
 
 
 def test_imagenet_stale_preprocessed_pkl(tmp_path):
@@ -237,12 +250,15 @@ def test_empty_class_folder_of_a_variant(tmp_path):
     layout_error(info, "empty class folder", osp.join(info.dataset_dir, "imagenet-a", "n01514668"))
 
 
-@pytest.mark.parametrize("name,per_class,count,minimum", [
-    ("DescribableTextures", 3, "has 3 images", "at least 4 per class"),
-    ("OxfordFlowers", 3, "has 3 images", "at least 4 per class"),
-    ("OxfordPets", 2, "has 2 trainval items", "at least 3"),
-    ("UCF101", 2, "has 2 trainval items", "at least 3"),
-])
+@pytest.mark.parametrize(
+    "name,per_class,count,minimum",
+    [
+        ("DescribableTextures", 3, "has 3 images", "at least 4 per class"),
+        ("OxfordFlowers", 3, "has 3 images", "at least 4 per class"),
+        ("OxfordPets", 2, "has 2 trainval items", "at least 3"),
+        ("UCF101", 2, "has 2 trainval items", "at least 3"),
+    ],
+)
 def test_too_few_items_to_create_the_split(name, per_class, count, minimum, tmp_path):
     info = build_fake(name, tmp_path, source="raw", images_per_class=per_class)
     layout_error(info, count, minimum)
@@ -279,11 +295,11 @@ def test_cars_mat_with_the_wrong_shape(tmp_path):
 
 def test_split_with_a_class_missing_from_test(tmp_path):
     info = build_fake("Caltech101", tmp_path)
-    rewrite(info.split_file, lambda text: json.dumps(
-        {k: [e for e in v if k != "test" or e[1] != 4] for k, v in json.loads(text).items()}))
-    layout_error(
-        info, '"test" has 5 classes but "train" has 6', "only in train: [4]", "path: " + info.split_file
+    rewrite(
+        info.split_file,
+        lambda text: json.dumps({k: [e for e in v if k != "test" or e[1] != 4] for k, v in json.loads(text).items()}),
     )
+    layout_error(info, '"test" has 5 classes but "train" has 6', "only in train: [4]", "path: " + info.split_file)
 
 
 def test_split_with_a_label_missing_from_train(tmp_path):

@@ -1,4 +1,5 @@
 """Base/new subsampling and few-shot caches (datasets.md §0.5-0.6, dassl-api.md §9.13)."""
+
 import copy
 import json
 import math
@@ -27,7 +28,7 @@ def relative(items, dataset_dir):
 
 
 def cache_path(info, shots, seed):
-    return osp.join(info.dataset_dir, "split_fewshot", "shot_{}-seed_{}.pkl".format(shots, seed))
+    return osp.join(info.dataset_dir, "split_fewshot", f"shot_{shots}-seed_{seed}.pkl")
 
 
 # ------------------------------------------------------------------------------------------
@@ -43,15 +44,11 @@ def test_base_and_new_halves_are_relabelled_from_zero(name, tmp_path, capsys):
     full = load(info)
     for subsample, kept in (("base", range(m)), ("new", range(m, n))):
         dataset = load(info, subsample=subsample)
-        assert "SUBSAMPLE {} CLASSES!".format(subsample.upper()) in capsys.readouterr().out
+        assert f"SUBSAMPLE {subsample.upper()} CLASSES!" in capsys.readouterr().out
         assert dataset.classnames == [info.classnames[label] for label in kept]
         assert dataset.num_classes == len(kept)
         for part_full, part in ((full.train_x, dataset.train_x), (full.test, dataset.test)):
-            expected = [
-                (item.impath, item.label - kept[0], item.classname)
-                for item in part_full
-                if item.label in kept
-            ]
+            expected = [(item.impath, item.label - kept[0], item.classname) for item in part_full if item.label in kept]
             assert [(item.impath, item.label, item.classname) for item in part] == expected
         if name == "ImageNet":
             assert dataset.val is dataset.test
@@ -195,7 +192,7 @@ def write_upstream_cache(path, data):
 def rebased(item, old_prefix, new_prefix):
     """A copy of ``item`` whose path was written on another machine (Datum checks no path here)."""
     clone = copy.copy(item)
-    clone._impath = new_prefix + item.impath[len(old_prefix):]
+    clone._impath = new_prefix + item.impath[len(old_prefix) :]
     return clone
 
 
@@ -259,7 +256,7 @@ def test_cache_referring_to_missing_images_names_the_first_one(tmp_path):
     assert osp.join(info.dataset_dir, "images", "banded", "banded_0999.jpg") in message
     assert ghost.impath in message and cache_path(info, 2, 1) in message
     fewshot_dir = osp.join(info.dataset_dir, "split_fewshot")
-    assert "delete shot_2-seed_1.pkl (or all of {}/)".format(fewshot_dir) in message
+    assert f"delete shot_2-seed_1.pkl (or all of {fewshot_dir}/)" in message
 
 
 def test_unreadable_cache_is_reported(tmp_path):

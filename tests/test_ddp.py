@@ -17,6 +17,7 @@ half-batch means averaged by the all-reduce vs one mean over 4 images, and BLAS 
 we allow 5e-5 and check that training moved the prompts by more than 200 times that, so a wrong
 reduction (summed instead of averaged gradients, unsynchronised replicas) cannot pass.
 """
+
 import glob
 import os
 import os.path as osp
@@ -68,16 +69,57 @@ def clip_path(tmp_path_factory):
 def align_argv(data_root, output_dir, clip_path, batch_size, extra_flags=()):
     """train.py arguments: ALIGN on ToyColors, tiny CLIP, fp32, sequential training order."""
     return [
-        "--root", data_root, "--output-dir", str(output_dir), "--trainer", "ALIGN", "--seed", "1", *extra_flags,
-        "DATASET.NAME", "ToyColors", "USE_CUDA", "False", "INPUT.SIZE", "(32, 32)",
-        "INPUT.TRANSFORMS", "['normalize']", "DATALOADER.NUM_WORKERS", "0",
-        "DATALOADER.TRAIN_X.BATCH_SIZE", str(batch_size), "DATALOADER.TRAIN_X.SAMPLER", "SequentialSampler",
-        "DATALOADER.TEST.BATCH_SIZE", "4", "OPTIM.NAME", "sgd", "OPTIM.LR", "0.05",
-        "OPTIM.LR_SCHEDULER", "cosine", "OPTIM.MAX_EPOCH", str(EPOCHS), "TRAIN.CHECKPOINT_FREQ", "1",
-        "TEST.PER_CLASS_RESULT", "True", "TEST.COMPUTE_CMAT", "True", "MODEL.BACKBONE.PATH", clip_path,
-        "TRAINER.ALIGN.PREC", "fp32", "TRAINER.ALIGN.TEXT_PROMPT_DEPTH", "3",
-        "TRAINER.ALIGN.TEXT_PROMPT_NUMBER", "2", "TRAINER.ALIGN.VISION_PROMPT_NUMBER", "2",
-        "TRAINER.ALIGN.OT_THRESH", "0.0",
+        "--root",
+        data_root,
+        "--output-dir",
+        str(output_dir),
+        "--trainer",
+        "ALIGN",
+        "--seed",
+        "1",
+        *extra_flags,
+        "DATASET.NAME",
+        "ToyColors",
+        "USE_CUDA",
+        "False",
+        "INPUT.SIZE",
+        "(32, 32)",
+        "INPUT.TRANSFORMS",
+        "['normalize']",
+        "DATALOADER.NUM_WORKERS",
+        "0",
+        "DATALOADER.TRAIN_X.BATCH_SIZE",
+        str(batch_size),
+        "DATALOADER.TRAIN_X.SAMPLER",
+        "SequentialSampler",
+        "DATALOADER.TEST.BATCH_SIZE",
+        "4",
+        "OPTIM.NAME",
+        "sgd",
+        "OPTIM.LR",
+        "0.05",
+        "OPTIM.LR_SCHEDULER",
+        "cosine",
+        "OPTIM.MAX_EPOCH",
+        str(EPOCHS),
+        "TRAIN.CHECKPOINT_FREQ",
+        "1",
+        "TEST.PER_CLASS_RESULT",
+        "True",
+        "TEST.COMPUTE_CMAT",
+        "True",
+        "MODEL.BACKBONE.PATH",
+        clip_path,
+        "TRAINER.ALIGN.PREC",
+        "fp32",
+        "TRAINER.ALIGN.TEXT_PROMPT_DEPTH",
+        "3",
+        "TRAINER.ALIGN.TEXT_PROMPT_NUMBER",
+        "2",
+        "TRAINER.ALIGN.VISION_PROMPT_NUMBER",
+        "2",
+        "TRAINER.ALIGN.OT_THRESH",
+        "0.0",
     ]
 
 
@@ -88,8 +130,19 @@ def torchrun(argv, log_dir):
     redirects every process's output to files under ``log_dir``).
     """
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "--log-dir", str(log_dir), "--redirects", "3", "-m", "tests.engine_toys", *argv,
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "--log-dir",
+        str(log_dir),
+        "--redirects",
+        "3",
+        "-m",
+        "tests.engine_toys",
+        *argv,
     ]
     # One thread per process (2 processes on 2 cores); torchrun would set it itself with a warning.
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -161,13 +214,17 @@ def test_two_processes_give_the_single_process_result_block(single_run, two_proc
     )
 
 
-def test_sharded_evaluation_equals_one_process_on_the_same_weights(two_process_run, data_root, clip_path,
-                                                                   tmp_path):
+def test_sharded_evaluation_equals_one_process_on_the_same_weights(two_process_run, data_root, clip_path, tmp_path):
     """The two-process run's final test (shards of 5 and 4 images, gathered) against one process
     evaluating the very checkpoint it saved: identical block and confusion matrix."""
     output_dir = two_process_run[0]
-    argv = align_argv(data_root, tmp_path, clip_path, batch_size=2,
-                      extra_flags=["--eval-only", "--model-dir", output_dir, "--load-epoch", str(EPOCHS)])
+    argv = align_argv(
+        data_root,
+        tmp_path,
+        clip_path,
+        batch_size=2,
+        extra_flags=["--eval-only", "--model-dir", output_dir, "--load-epoch", str(EPOCHS)],
+    )
     assert run_train_py(argv) == 0
     assert result_block(tmp_path) == result_block(output_dir)
     assert torch.equal(
@@ -185,7 +242,11 @@ def test_only_rank_0_prints_and_writes(single_run, two_process_run):
     assert log.count("Distributed run") == 1 and "Distributed run" not in read_log(single_run)
     assert sorted(os.listdir(output_dir)) == sorted([LEARNER_NAME, "cmat.pt", "log.txt"])  # one log
     assert sorted(os.listdir(osp.join(output_dir, LEARNER_NAME))) == [
-        "checkpoint", "model.pth.tar-1", "model.pth.tar-2", "model.pth.tar-3"]
+        "checkpoint",
+        "model.pth.tar-1",
+        "model.pth.tar-2",
+        "model.pth.tar-3",
+    ]
     assert log.count("Checkpoint saved to ") == EPOCHS
     assert prompts(output_dir).keys() == prompts(single_run).keys()  # no "module." prefix
 
@@ -236,16 +297,25 @@ def test_shard_sampler_rejects_a_bad_rank():
 
 
 def test_loaders_in_a_process_group(one_process_group, data_root, tmp_path):
-    trainer = build(toy_argv(data_root, tmp_path, "DATALOADER.TRAIN_X.SAMPLER", "RandomSampler",
-                             extra_flags=["--seed", "7"]))
+    trainer = build(
+        toy_argv(data_root, tmp_path, "DATALOADER.TRAIN_X.SAMPLER", "RandomSampler", extra_flags=["--seed", "7"])
+    )
     sampler = trainer.train_loader_x.sampler
     assert isinstance(sampler, DistributedSampler) and sampler.shuffle and sampler.seed == 7
     assert trainer.train_loader_x.drop_last  # 12 items per process >= batch 4, as in one process
     for loader in (trainer.val_loader, trainer.test_loader):
         assert isinstance(loader.sampler, ShardSampler) and not loader.drop_last
 
-    sequential = build(toy_argv(data_root, tmp_path, "DATALOADER.TRAIN_X.SAMPLER", "SequentialSampler",
-                                "DATALOADER.TRAIN_X.BATCH_SIZE", "16"))
+    sequential = build(
+        toy_argv(
+            data_root,
+            tmp_path,
+            "DATALOADER.TRAIN_X.SAMPLER",
+            "SequentialSampler",
+            "DATALOADER.TRAIN_X.BATCH_SIZE",
+            "16",
+        )
+    )
     assert not sequential.train_loader_x.sampler.shuffle
     assert not sequential.train_loader_x.drop_last  # 12 items < batch 16: one short batch
 
@@ -271,8 +341,11 @@ def test_training_order_changes_every_epoch(one_process_group, data_root, tmp_pa
 
 def test_a_trainer_that_does_not_wrap_its_model_is_refused(one_process_group, data_root, tmp_path):
     trainer = build(toy_argv(data_root, tmp_path))
-    with pytest.raises(ConfigError, match=r"ToyLinearProbe cannot train in a distributed .* \['linear_probe'\] "
-                                          r"are not wrapped in DistributedDataParallel.*self\.wrap_ddp\(module\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"ToyLinearProbe cannot train in a distributed .* \['linear_probe'\] "
+        r"are not wrapped in DistributedDataParallel.*self\.wrap_ddp\(module\)",
+    ):
         trainer.train()
 
 
@@ -289,15 +362,16 @@ def test_train_py_in_a_torchrun_environment_reports_errors_in_the_log(data_root,
     assert not dist.is_initialized()
     log = read_log(tmp_path)
     assert "Distributed run: 1 processes (gloo); training batch 4 per process" in log
-    assert log.endswith("are not wrapped in DistributedDataParallel, so each process would update its own copy. "
-                        "In build_model, wrap the module that the training forward calls with self.wrap_ddp(module) "
-                        "and call the returned module in forward_backward (docs/engine.md), or run a single "
-                        "process.\n")
+    assert log.endswith(
+        "are not wrapped in DistributedDataParallel, so each process would update its own copy. "
+        "In build_model, wrap the module that the training forward calls with self.wrap_ddp(module) "
+        "and call the returned module in forward_backward (docs/engine.md), or run a single "
+        "process.\n"
+    )
     assert "\nError: ToyLinearProbe cannot train in a distributed (torchrun) run" in log
 
 
-def test_align_trains_through_ddp_and_registers_the_plain_learner(one_process_group, data_root, clip_path,
-                                                                  tmp_path):
+def test_align_trains_through_ddp_and_registers_the_plain_learner(one_process_group, data_root, clip_path, tmp_path):
     trainer = build(align_argv(data_root, tmp_path, clip_path, batch_size=4))
     assert isinstance(trainer.train_model, DistributedDataParallel) and trainer.train_model.module is trainer.model
     assert trainer.get_model_names() == [LEARNER_NAME]

@@ -1,5 +1,6 @@
 """dassl.config: the default tree (dassl-api §2.2), yacs strictness (§2.1, §9.20) and the checked
 merge helpers that name unknown keys with their nearest valid keys."""
+
 import pytest
 
 from dassl.config import ConfigError, config_keys, get_cfg_default, merge_config_file, merge_config_opts
@@ -129,9 +130,22 @@ def test_opts_are_literal_evaluated_and_coerced():
     cfg = get_cfg_default()
     merge_config_opts(
         cfg,
-        ["INPUT.SIZE", "(8, 8)", "OPTIM.WARMUP_CONS_LR", "1e-5", "OPTIM.MAX_EPOCH", "16",
-         "USE_CUDA", "False", "DATASET.NAME", "OxfordPets", "INPUT.TRANSFORMS", "['normalize']",
-         "OPTIM.STEPSIZE", "[3, 5]"],
+        [
+            "INPUT.SIZE",
+            "(8, 8)",
+            "OPTIM.WARMUP_CONS_LR",
+            "1e-5",
+            "OPTIM.MAX_EPOCH",
+            "16",
+            "USE_CUDA",
+            "False",
+            "DATASET.NAME",
+            "OxfordPets",
+            "INPUT.TRANSFORMS",
+            "['normalize']",
+            "OPTIM.STEPSIZE",
+            "[3, 5]",
+        ],
     )
     assert cfg.INPUT.SIZE == (8, 8)
     assert cfg.OPTIM.WARMUP_CONS_LR == 1e-5 and isinstance(cfg.OPTIM.WARMUP_CONS_LR, float)
@@ -196,7 +210,7 @@ def test_yaml_merge_and_type_mismatch_in_yaml(tmp_path):
 
 def test_missing_config_file_names_the_path(tmp_path):
     missing = tmp_path / "nope.yaml"
-    with pytest.raises(ConfigError, match='Config file not found: "{}"'.format(missing)):
+    with pytest.raises(ConfigError, match=f'Config file not found: "{missing}"'):
         merge_config_file(get_cfg_default(), str(missing))
 
 

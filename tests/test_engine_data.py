@@ -1,5 +1,6 @@
 """dassl.data (transforms §4.4, samplers and loaders §4.2, §9.10, DatasetWrapper §4.3,
 DataManager §4.1), Datum pickles in the upstream layout (§1.3) and the evaluator (§5.9)."""
+
 import io
 import pickle
 import pickletools
@@ -46,7 +47,9 @@ def write_images(tmp_path, n, size=(12, 10)):
 
 
 def test_standard_pipelines_print_the_dassl_lines(capsys):
-    cfg = make_cfg(INPUT__TRANSFORMS=("random_resized_crop", "random_flip", "normalize"), INPUT__INTERPOLATION="bicubic")
+    cfg = make_cfg(
+        INPUT__TRANSFORMS=("random_resized_crop", "random_flip", "normalize"), INPUT__INTERPOLATION="bicubic"
+    )
     cfg.INPUT.PIXEL_MEAN = [0.48145466, 0.4578275, 0.40821073]
     cfg.INPUT.PIXEL_STD = [0.26862954, 0.26130258, 0.27577711]
     train = build_transform(cfg, is_train=True)
@@ -85,9 +88,15 @@ def test_every_supported_choice_builds_and_runs(capsys):
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (8, 8, 3)).astype(np.uint8))
     assert build_transform(cfg, is_train=True)(image).shape == (3, 8, 8)
     out = capsys.readouterr().out
-    for line in ["+ random translation", "+ color jitter (brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1)",
-                 "+ random gray scale", "+ gaussian blur (kernel=3)", "+ cutout (n_holes=1, length=2)",
-                 "+ gaussian noise (mean=0.0, std=0.15)", "+ instance normalization"]:
+    for line in [
+        "+ random translation",
+        "+ color jitter (brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1)",
+        "+ random gray scale",
+        "+ gaussian blur (kernel=3)",
+        "+ cutout (n_holes=1, length=2)",
+        "+ gaussian noise (mean=0.0, std=0.15)",
+        "+ instance normalization",
+    ]:
         assert line in out
     cfg = make_cfg(INPUT__TRANSFORMS=("random_crop",))
     assert build_transform(cfg, is_train=True)(image).shape == (3, 8, 8)
@@ -267,7 +276,10 @@ def test_our_datum_pickles_in_the_upstream_layout(tmp_path):
     assert ("SHORT_BINUNICODE", "dassl.data.datasets.base_dataset") in ops
     assert ("SHORT_BINUNICODE", "Datum") in ops
     assert [arg for name, arg in ops if name == "SHORT_BINUNICODE" and arg.startswith("_")] == [
-        "_impath", "_label", "_domain", "_classname"
+        "_impath",
+        "_label",
+        "_domain",
+        "_classname",
     ]
 
 

@@ -1,5 +1,6 @@
 """dassl.optim: optimizers (dassl-api §5.6), lr schedules with warmup (§5.7) and the scheduler
 fixes of §9.1-§9.3 (builds on current torch, plain-data state, in-place resume)."""
+
 import io
 
 import pytest

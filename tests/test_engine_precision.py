@@ -1,4 +1,5 @@
 """dassl.engine.precision: one place for the fp16 / fp32 / amp / bf16 flags (dassl-api §9.8)."""
+
 import dataclasses
 
 import pytest
@@ -34,7 +35,7 @@ def test_cpu_falls_back_to_fp32_with_one_warning_line_per_process(prec, capsys):
     second = resolve_precision(prec, "cpu")
     assert first == second == Precision("fp32", torch.float32, None)
     out = capsys.readouterr().out
-    assert out == "Warning: precision {} is not supported on the CPU; using fp32 instead\n".format(prec)
+    assert out == f"Warning: precision {prec} is not supported on the CPU; using fp32 instead\n"
 
 
 def test_each_fallback_warns_once(capsys):

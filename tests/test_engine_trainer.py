@@ -1,4 +1,5 @@
 """dassl.engine.trainer: the model registry API (dassl-api §3.3) and the train() lifecycle (§3.4)."""
+
 import pytest
 import torch
 import torch.nn as nn
@@ -36,8 +37,12 @@ def test_train_calls_the_hooks_in_order_and_reads_the_range_after_before_train()
     trainer.train(0, 3)
     assert trainer.calls == [
         "before_train",
-        "before_epoch 1", "run_epoch 1", "after_epoch 1",
-        "before_epoch 2", "run_epoch 2", "after_epoch 2",
+        "before_epoch 1",
+        "run_epoch 1",
+        "after_epoch 1",
+        "before_epoch 2",
+        "run_epoch 2",
+        "after_epoch 2",
         "after_train",
     ]
     assert trainer.epoch == 2

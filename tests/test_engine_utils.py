@@ -1,8 +1,10 @@
 """dassl.utils additions: the logger tee (dassl-api §5.1, §9.18), meters (§5.4), accuracy (§5.5),
 checkpoints (§3.9, §9.2), pretrained weights (§5.3), progress bars and the rank-0 seam."""
+
 import gc
 import io
 import os
+import pickle
 import re
 import sys
 
@@ -314,7 +316,7 @@ def test_load_checkpoint_bad_inputs(tmp_path, capsys):
         load_checkpoint(missing)
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"not a checkpoint")
-    with pytest.raises(Exception):
+    with pytest.raises(pickle.UnpicklingError):
         load_checkpoint(str(garbage))
     assert f'Unable to load checkpoint from "{garbage}"' in capsys.readouterr().out
 

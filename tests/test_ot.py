@@ -10,10 +10,15 @@ import ot as pot
 import pytest
 import torch
 
-from tests.ot_oracle import (reference_logits, reference_padded_sinkhorn, reference_token_similarity)
+from tests.ot_oracle import reference_logits, reference_padded_sinkhorn, reference_token_similarity
 from trainers import ot
-from trainers.ot import (OTNumericalError, hierarchical_ot_logits, sinkhorn, token_chunk_classes,
-                         token_transport_similarity)
+from trainers.ot import (
+    OTNumericalError,
+    hierarchical_ot_logits,
+    sinkhorn,
+    token_chunk_classes,
+    token_transport_similarity,
+)
 
 DEVICE = torch.device(os.environ.get("ALIGN_TEST_DEVICE", "cpu"))
 PLAN_ATOL = 1e-6
@@ -66,6 +71,7 @@ def _assert_logits_close(logits, expected):
 # sinkhorn
 # ------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("groups, problems, rows, cols", [(1, 1, 5, 7), (3, 4, 6, 5), (6, 2, 9, 3)])
 def test_sinkhorn_matches_oracle_with_padding(groups, problems, rows, cols):
     generator = torch.Generator().manual_seed(groups * 100 + rows)
@@ -94,16 +100,17 @@ def test_groups_stopping_at_different_iterations_match_oracle(check_interval, mo
     plan = sinkhorn(cost, row_mask, col_mask, eps=0.1, max_iter=40, thresh=0.01)
     assert (plan.double() - expected).abs().max().item() <= PLAN_ATOL
     for g in range(3):  # each group equals solving it alone
-        alone = sinkhorn(cost[g:g + 1], row_mask[g:g + 1], col_mask[g:g + 1], eps=0.1, max_iter=40, thresh=0.01)
-        assert torch.allclose(alone, plan[g:g + 1], rtol=0, atol=1e-7)
+        alone = sinkhorn(cost[g : g + 1], row_mask[g : g + 1], col_mask[g : g + 1], eps=0.1, max_iter=40, thresh=0.01)
+        assert torch.allclose(alone, plan[g : g + 1], rtol=0, atol=1e-7)
 
 
 @pytest.mark.parametrize("rows, cols, eps", [(5, 7, 0.1), (8, 3, 0.05), (1, 4, 0.2)])
 def test_sinkhorn_at_convergence_matches_pot(rows, cols, eps):
     generator = torch.Generator().manual_seed(rows * cols)
     cost = torch.rand(rows, cols, generator=generator, dtype=torch.float64)
-    expected = pot.sinkhorn(np.full(rows, 1 / rows), np.full(cols, 1 / cols), cost.numpy(), eps,
-                            numItermax=100000, stopThr=1e-14)
+    expected = pot.sinkhorn(
+        np.full(rows, 1 / rows), np.full(cols, 1 / cols), cost.numpy(), eps, numItermax=100000, stopThr=1e-14
+    )
     plan = sinkhorn(cost[None, None].to(DEVICE), eps=eps, max_iter=3000, thresh=0.0)
     assert np.abs(plan[0, 0].double().cpu().numpy() - expected).max() <= PLAN_ATOL
 
@@ -124,8 +131,15 @@ def test_underflowing_kernel_gives_the_log_domain_plan():
     assert not torch.isfinite(plain).all()  # the reference returns a non-plan here
 
     converged = sinkhorn(cost[None, None].to(DEVICE), eps=0.01, max_iter=1500, thresh=0.0)[0, 0]
-    expected = pot.sinkhorn(np.full(5, 1 / 5), np.full(7, 1 / 7), cost.numpy(), 0.01, method="sinkhorn_log",
-                            numItermax=100000, stopThr=1e-14)
+    expected = pot.sinkhorn(
+        np.full(5, 1 / 5),
+        np.full(7, 1 / 7),
+        cost.numpy(),
+        0.01,
+        method="sinkhorn_log",
+        numItermax=100000,
+        stopThr=1e-14,
+    )
     assert np.allclose(converged.double().cpu().numpy(), expected, rtol=1e-4, atol=1e-7)
     assert torch.allclose(converged.sum(1), torch.full((5,), 1 / 5, device=DEVICE), atol=1e-6)
     assert torch.allclose(converged.sum(0), torch.full((7,), 1 / 7, device=DEVICE), atol=1e-6)
@@ -211,11 +225,13 @@ def test_sinkhorn_argument_errors():
 # token level and hierarchical logits
 # ------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("batch, classes, prompts, per_prompt", [(1, 3, 1, False), (2, 4, 2, True), (3, 2, 4, False)])
 def test_token_similarity_matches_oracle(batch, classes, prompts, per_prompt):
     x = _inputs(10 + batch, batch, classes, prompts, per_prompt=per_prompt)
-    expected, _, iterations = reference_token_similarity(x["img_tokens"], x["txt_tokens"], x["txt_token_mask"],
-                                                         0.1, 100, 0.01)
+    expected, _, iterations = reference_token_similarity(
+        x["img_tokens"], x["txt_tokens"], x["txt_token_mask"], 0.1, 100, 0.01
+    )
     assert len({i for row in iterations for i in row}) > 1 or batch * classes == 1
     s_tok = token_transport_similarity(x["img_tokens"], x["txt_tokens"], x["txt_token_mask"])
     assert s_tok.dtype == torch.float32 and s_tok.shape == (batch, classes, prompts, prompts)
@@ -234,15 +250,16 @@ def test_token_level_plans_match_oracle_across_chunks(monkeypatch):
     _, expected, _ = reference_token_similarity(x["img_tokens"], x["txt_tokens"], x["txt_token_mask"], 0.1, 100, 0.01)
     chunk_plans = []
     solve = ot._solve_kernel
-    monkeypatch.setattr(ot, "_solve_kernel",
-                        lambda *args, **kwargs: chunk_plans.append(solve(*args, **kwargs)) or chunk_plans[-1])
+    monkeypatch.setattr(
+        ot, "_solve_kernel", lambda *args, **kwargs: chunk_plans.append(solve(*args, **kwargs)) or chunk_plans[-1]
+    )
     token_transport_similarity(x["img_tokens"], x["txt_tokens"], x["txt_token_mask"], memory_budget_mb=1e-3)
     assert len(chunk_plans) == classes  # one class per chunk: groups are (b, c) with c fixed
     for c, plan in zip(_classes_by_text_length(x["txt_token_mask"]), chunk_plans):
         for b in range(batch):
             for v in range(prompts):
                 for t in range(prompts):
-                    real = x["txt_token_mask"][c, t, :plan.shape[-1]]
+                    real = x["txt_token_mask"][c, t, : plan.shape[-1]]
                     problem = plan[b, v * prompts + t]
                     assert torch.all(problem[:, ~real] == 0)
                     assert (problem[:, real].double() - expected[b][c][v][t]).abs().max().item() <= PLAN_ATOL
@@ -258,14 +275,21 @@ CASES = [  # batch, classes, prompts, per_prompt text lengths, hierarchical, tok
 
 
 @pytest.mark.parametrize("batch, classes, prompts, per_prompt, hierarchical, token_cost, weight, budget", CASES)
-def test_hierarchical_logits_match_oracle(batch, classes, prompts, per_prompt, hierarchical, token_cost, weight,
-                                          budget):
+def test_hierarchical_logits_match_oracle(
+    batch, classes, prompts, per_prompt, hierarchical, token_cost, weight, budget
+):
     x = _inputs(20 + batch * classes, batch, classes, prompts, per_prompt=per_prompt)
-    expected_logits, expected_plan, _ = reference_logits(**x, eps=0.1, max_iter=100, thresh=0.01,
-                                                         hierarchical=hierarchical, token_cost=token_cost,
-                                                         token_weight=weight)
-    logits, plan = hierarchical_ot_logits(**x, hierarchical=hierarchical, token_cost=token_cost,
-                                          token_weight=weight, memory_budget_mb=budget, return_plan=True)
+    expected_logits, expected_plan, _ = reference_logits(
+        **x, eps=0.1, max_iter=100, thresh=0.01, hierarchical=hierarchical, token_cost=token_cost, token_weight=weight
+    )
+    logits, plan = hierarchical_ot_logits(
+        **x,
+        hierarchical=hierarchical,
+        token_cost=token_cost,
+        token_weight=weight,
+        memory_budget_mb=budget,
+        return_plan=True,
+    )
     assert logits.dtype == plan.dtype == torch.float32
     assert logits.shape == (batch, classes) and plan.shape == (batch, classes, prompts, prompts)
     assert (plan.double() - expected_plan).abs().max().item() <= PLAN_ATOL
@@ -301,8 +325,10 @@ def test_tiny_memory_budget_chunks_classes_with_identical_results(monkeypatch):
     chunked = hierarchical_ot_logits(**x, memory_budget_mb=3.5 * per_class_mb)
     order = _classes_by_text_length(x["txt_token_mask"])  # chunks of 3 classes of similar length
     assert [stage for stage in stages if "token-level" in stage] == [
-        f"token-level OT (3 classes from class {order[0]})", f"token-level OT (3 classes from class {order[3]})",
-        f"token-level OT (1 classes from class {order[6]})"]
+        f"token-level OT (3 classes from class {order[0]})",
+        f"token-level OT (3 classes from class {order[3]})",
+        f"token-level OT (1 classes from class {order[6]})",
+    ]
     assert torch.allclose(whole, chunked, rtol=1e-6, atol=0)
 
 
@@ -312,8 +338,9 @@ def test_half_precision_inputs_give_float32_results(dtype):
     half = {name: t.to(dtype) if t.is_floating_point() else t for name, t in x.items()}
     logits, plan = hierarchical_ot_logits(**half, return_plan=True)
     assert logits.dtype == plan.dtype == torch.float32
-    expected, expected_plan, _ = reference_logits(**half, eps=0.1, max_iter=100, thresh=0.01,
-                                                  hierarchical=True, token_cost="similarity", token_weight=1.0)
+    expected, expected_plan, _ = reference_logits(
+        **half, eps=0.1, max_iter=100, thresh=0.01, hierarchical=True, token_cost="similarity", token_weight=1.0
+    )
     assert (plan.double() - expected_plan).abs().max().item() <= PLAN_ATOL
     _assert_logits_close(logits, expected)
 
@@ -324,8 +351,9 @@ def test_autocast_does_not_lower_the_precision():
     with torch.autocast(device_type=DEVICE.type, dtype=half_dtype):
         logits = hierarchical_ot_logits(**x)
     assert logits.dtype == torch.float32
-    expected, _, _ = reference_logits(**x, eps=0.1, max_iter=100, thresh=0.01, hierarchical=True,
-                                      token_cost="similarity", token_weight=1.0)
+    expected, _, _ = reference_logits(
+        **x, eps=0.1, max_iter=100, thresh=0.01, hierarchical=True, token_cost="similarity", token_weight=1.0
+    )
     _assert_logits_close(logits, expected)
 
 
@@ -373,6 +401,7 @@ def test_shape_and_setting_errors():
         hierarchical_ot_logits(**{**x, "txt_token_mask": empty})
     with pytest.raises(ValueError, match="txt_tokens is required"):
         hierarchical_ot_logits(**{**x, "txt_tokens": None})
-    flat = hierarchical_ot_logits(**{**x, "img_tokens": None, "txt_tokens": None, "txt_token_mask": None},
-                                  hierarchical=False)
+    flat = hierarchical_ot_logits(
+        **{**x, "img_tokens": None, "txt_tokens": None, "txt_token_mask": None}, hierarchical=False
+    )
     assert flat.shape == (2, 3)

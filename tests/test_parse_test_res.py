@@ -1,3 +1,4 @@
+# ruff: noqa: W291  (the log fixtures keep the trailing spaces that real logs have)
 """Tests of parse_test_res.py on logs written here in the engine's exact format.
 
 Each log carries what a real run prints before its result (arguments dump, config dump, env info,
@@ -5,6 +6,7 @@ dataset table, iteration lines, per-epoch val results as decoys), so the parser 
 whole logs, not on bare result blocks. Expected numbers are computed by hand with ``mean`` and
 ``pstd`` below (plain loops), never with the module under test.
 """
+
 import argparse
 import csv
 import io
@@ -64,9 +66,9 @@ dataset_config_file: configs/datasets/{dataset.lower()}.yaml
 eval_only: {eval_only}
 head: 
 load_epoch: {5 if eval_only else None}
-model_dir: {'output/base2new/train_base' if eval_only else ''}
+model_dir: {"output/base2new/train_base" if eval_only else ""}
 no_train: False
-opts: ['DATASET.NUM_SHOTS', '16', 'DATASET.SUBSAMPLE_CLASSES', '{'new' if eval_only else 'base'}']
+opts: ['DATASET.NUM_SHOTS', '16', 'DATASET.SUBSAMPLE_CLASSES', '{"new" if eval_only else "base"}']
 output_dir: {output_dir}
 resume: 
 root: /data
@@ -86,7 +88,7 @@ DATALOADER:
 DATASET:
   NAME: {dataset}
   NUM_SHOTS: 16
-  SUBSAMPLE_CLASSES: {'new' if eval_only else 'base'}
+  SUBSAMPLE_CLASSES: {"new" if eval_only else "base"}
 OPTIM:
   LR: 0.0035
   MAX_EPOCH: 5
@@ -116,7 +118,7 @@ Loading trainer: ALIGN
 Loading dataset: {dataset}
 Reading split from /data/{dataset.lower()}/split_zhou_{dataset}.json
 Loading preprocessed few-shot data from /data/{dataset.lower()}/split_fewshot/shot_16-seed_1.pkl
-SUBSAMPLE {'NEW' if eval_only else 'BASE'} CLASSES!
+SUBSAMPLE {"NEW" if eval_only else "BASE"} CLASSES!
 Building transform_train
 + random resized crop (size=(224, 224), scale=(0.08, 1.0))
 + random flip
@@ -159,8 +161,7 @@ Evaluate on the *{split}* set
 """
 
 
-def training_log(output_dir, accuracy, macro_f1=None, end_lines=("Finish training",),
-                 finished=True):
+def training_log(output_dir, accuracy, macro_f1=None, end_lines=("Finish training",), finished=True):
     """A training run with best_val: val results each epoch (decoys), then the final test."""
     macro_f1 = accuracy - 0.5 if macro_f1 is None else macro_f1
     text = preamble(output_dir) + f"Initialize tensorboard (log_dir={output_dir}/tensorboard)\n"
@@ -176,10 +177,7 @@ def training_log(output_dir, accuracy, macro_f1=None, end_lines=("Finish trainin
         return text
     text += "".join(line + "\n" for line in end_lines)
     text += "Deploy the model with the best val performance\n"
-    text += (
-        f'Loading weights to prompt_learner from "{output_dir}/prompt_learner/model-best.pth.tar" '
-        "(epoch = 2)\n"
-    )
+    text += f'Loading weights to prompt_learner from "{output_dir}/prompt_learner/model-best.pth.tar" (epoch = 2)\n'
     text += result_block(accuracy, macro_f1)
     return text + "Elapsed: 0:01:02\n"
 
@@ -188,10 +186,7 @@ def eval_only_log(output_dir, accuracy, macro_f1=None):
     """An --eval-only run: no Finish line, one result block."""
     macro_f1 = accuracy - 0.5 if macro_f1 is None else macro_f1
     text = preamble(output_dir, eval_only=True)
-    text += (
-        f'Loading weights to prompt_learner from "{output_dir}/prompt_learner/model.pth.tar-5" '
-        "(epoch = 5)\n"
-    )
+    text += f'Loading weights to prompt_learner from "{output_dir}/prompt_learner/model.pth.tar-5" (epoch = 5)\n'
     return text + result_block(accuracy, macro_f1)
 
 
@@ -331,8 +326,11 @@ def test_text_csv_json_agree(tmp_path, capsys):
     assert text_values == csv_values == json_values == values
     for summary_mean, summary_std, n in [
         (float(summary_row["value"]), float(summary_row["std"]), int(summary_row["n"])),
-        (experiment["summary"]["accuracy"]["mean"], experiment["summary"]["accuracy"]["std"],
-         experiment["summary"]["accuracy"]["n"]),
+        (
+            experiment["summary"]["accuracy"]["mean"],
+            experiment["summary"]["accuracy"]["std"],
+            experiment["summary"]["accuracy"]["n"],
+        ),
     ]:
         assert summary_mean == pytest.approx(mean(values), abs=1e-12)
         assert summary_std == pytest.approx(pstd(values), abs=1e-12)
@@ -341,8 +339,7 @@ def test_text_csv_json_agree(tmp_path, capsys):
         assert float(f"{summary_std:.2f}") == text_std
     assert missing_row["run"] == "seed4" and "Finish training" in missing_row["note"]
     assert experiment["missing"] == [
-        {"run": "seed4", "file": f"{exp}/seed4/log.txt",
-         "reason": 'no "Finish training" or "Finished training" line'}
+        {"run": "seed4", "file": f"{exp}/seed4/log.txt", "reason": 'no "Finish training" or "Finished training" line'}
     ]
 
 
@@ -421,8 +418,7 @@ def test_multi_exp_averages_the_means_and_lists_empty_experiments(tmp_path, caps
     assert status == 0
     average = mean([mean(a), mean(b)])
     assert out.endswith(
-        f"Average performance\n* accuracy: {average:.2f}%\n"
-        f"Left out of the average (no results): {root}/exp_c\n"
+        f"Average performance\n* accuracy: {average:.2f}%\nLeft out of the average (no results): {root}/exp_c\n"
     )
     summary_b = f"Summary of directory: {root}/exp_b\n* accuracy: {mean(b):.2f}% +- {pstd(b):.2f}%"
     assert summary_b in out
@@ -456,7 +452,10 @@ def test_script_exit_status_without_traceback(tmp_path):
     (tmp_path / "exp").mkdir()
     done = subprocess.run(
         [sys.executable, "parse_test_res.py", str(tmp_path / "exp")],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 1
     assert "Nothing found in" in done.stderr and "Traceback" not in done.stderr
@@ -464,12 +463,8 @@ def test_script_exit_status_without_traceback(tmp_path):
 
 def test_coop_entry_points_keep_their_meaning(tmp_path, capsys):
     exp = make_experiment(tmp_path / "exp", [90.4, 92.0])
-    upstream_args = argparse.Namespace(
-        directory=exp, ci95=False, test_log=False, multi_exp=False, keyword="accuracy"
-    )
-    result = ptr.parse_function(
-        ACCURACY, directory=exp, args=upstream_args, end_signal="Finish training"
-    )
+    upstream_args = argparse.Namespace(directory=exp, ci95=False, test_log=False, multi_exp=False, keyword="accuracy")
+    result = ptr.parse_function(ACCURACY, directory=exp, args=upstream_args, end_signal="Finish training")
     assert result == {"accuracy": pytest.approx(91.2, abs=1e-12)}
     printed = capsys.readouterr().out
     assert printed.splitlines()[-2] == "* accuracy: 91.20% +- 0.80%"
@@ -483,8 +478,13 @@ def test_coop_entry_points_keep_their_meaning(tmp_path, capsys):
 
 
 def test_option_combinations_are_checked(tmp_path, capsys):
-    for argv in (["--base2new", "--test-log"], ["--base2new", "--multi-exp"], ["--datasets", "a"],
-                 ["--seeds", "1,x"], ["--format", "xml"]):
+    for argv in (
+        ["--base2new", "--test-log"],
+        ["--base2new", "--multi-exp"],
+        ["--datasets", "a"],
+        ["--seeds", "1,x"],
+        ["--format", "xml"],
+    ):
         with pytest.raises(SystemExit) as exit_info:
             ptr.cli([str(tmp_path)] + argv)
         assert exit_info.value.code == 2
@@ -526,8 +526,9 @@ def expected_table():
         seeds = sorted(set(BASE[dataset]) & set(NEW[dataset]))
         b = [BASE[dataset][s] for s in seeds]
         n = [NEW[dataset][s] for s in seeds]
-        rows[dataset] = dict(seeds=seeds, base=mean(b), base_std=pstd(b), new=mean(n),
-                             new_std=pstd(n), hm=hm(mean(b), mean(n)))
+        rows[dataset] = dict(
+            seeds=seeds, base=mean(b), base_std=pstd(b), new=mean(n), new_std=pstd(n), hm=hm(mean(b), mean(n))
+        )
     avg_base = mean([rows[d]["base"] for d in rows])
     avg_new = mean([rows[d]["new"] for d in rows])
     return rows, dict(base=avg_base, new=avg_new, hm=hm(avg_base, avg_new))
@@ -565,7 +566,8 @@ def test_base2new_numbers_match_hand_values_in_all_formats(tmp_path, capsys):
             f"{row['hm']:.2f}",
         ]
     assert table["Average (2 datasets)"] == [
-        "Average (2 datasets)", *(f"{average[key]:.2f}" for key in ("base", "new", "hm"))
+        "Average (2 datasets)",
+        *(f"{average[key]:.2f}" for key in ("base", "new", "hm")),
     ]
     assert "eurosat" not in table
 
@@ -607,14 +609,12 @@ def test_base2new_lists_missing_seeds_and_one_sided_datasets(tmp_path, capsys):
     root = make_base2new(tmp_path / "base2new")
     status, text, _ = run_cli(capsys, root, "--base2new")
     assert status == 0
-    missing = text[text.index("Missing ("):].splitlines()[1:]
+    missing = text[text.index("Missing (") :].splitlines()[1:]
     new_folder = os.path.join(root, "test_new")
     assert missing == [
-        f"  dtd seed3 new: no run folder "
-        f"({new_folder}/dtd/shots_16/ALIGN/vit_b16_c2_ep5/seed3/log.txt)",
+        f"  dtd seed3 new: no run folder ({new_folder}/dtd/shots_16/ALIGN/vit_b16_c2_ep5/seed3/log.txt)",
         *[
-            f"  eurosat seed{s} new: no run folder "
-            f"({new_folder}/eurosat/shots_16/ALIGN/vit_b16_c2_ep5/seed{s}/log.txt)"
+            f"  eurosat seed{s} new: no run folder ({new_folder}/eurosat/shots_16/ALIGN/vit_b16_c2_ep5/seed{s}/log.txt)"
             for s in (1, 2, 3)
         ],
         "  eurosat: only base runs; left out of the average",
@@ -623,21 +623,22 @@ def test_base2new_lists_missing_seeds_and_one_sided_datasets(tmp_path, capsys):
     _, json_text, _ = run_cli(capsys, root, "--base2new", "--format", "json")
     json_missing = json.loads(json_text)["settings"][0]["missing"]
     assert [(m["dataset"], m["seed"], m["side"]) for m in json_missing] == [
-        ("dtd", 3, "new"), ("eurosat", 1, "new"), ("eurosat", 2, "new"), ("eurosat", 3, "new"),
+        ("dtd", 3, "new"),
+        ("eurosat", 1, "new"),
+        ("eurosat", 2, "new"),
+        ("eurosat", 3, "new"),
         ("eurosat", None, None),
     ]
     _, csv_text, _ = run_cli(capsys, root, "--base2new", "--format", "csv")
     csv_missing = [r for r in csv_rows(csv_text) if r["kind"] == "missing"]
     assert [(r["dataset"], r["seeds"], r["side"], r["note"]) for r in csv_missing] == [
-        (m["dataset"], "" if m["seed"] is None else str(m["seed"]), m["side"] or "", m["reason"])
-        for m in json_missing
+        (m["dataset"], "" if m["seed"] is None else str(m["seed"]), m["side"] or "", m["reason"]) for m in json_missing
     ]
 
 
 def test_base2new_datasets_and_seeds_options(tmp_path, capsys):
     root = make_base2new(tmp_path / "base2new")
-    status, text, _ = run_cli(capsys, root, "--base2new", "--datasets", "dtd,imagenet,caltech101",
-                              "--seeds", "1,2")
+    status, text, _ = run_cli(capsys, root, "--base2new", "--datasets", "dtd,imagenet,caltech101", "--seeds", "1,2")
     assert status == 0
     table = parse_text_table(text)
     first_cells = [line.split()[0] for line in text.splitlines() if line.strip()]

@@ -4,6 +4,7 @@ the logs they produce.
 One module-scoped demo run (two seeds) feeds most tests; each script is run as a user would, in a
 subprocess, with DATA and OUTPUT in a temporary folder.
 """
+
 import json
 import os
 import os.path as osp
@@ -24,8 +25,9 @@ TINY_OPTS = "OPTIM.MAX_EPOCH 1 DATALOADER.TRAIN_X.BATCH_SIZE 32"
 
 def run_script(script, *args, env, expect=0):
     """Run ``bash scripts/<script> args`` from the repository root; return its stdout + stderr."""
-    result = subprocess.run(["bash", osp.join("scripts", script), *args], cwd=REPO, env=env,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        ["bash", osp.join("scripts", script), *args], cwd=REPO, env=env, capture_output=True, text=True
+    )
     output = result.stdout + result.stderr
     assert result.returncode == expect, output[-3000:]
     return output
@@ -35,9 +37,19 @@ def run_script(script, *args, env, expect=0):
 def env(tmp_path_factory):
     root = tmp_path_factory.mktemp("scripts")
     # demo.sh writes the toy world to $DEMO_OUTPUT/data: the other scripts read it there.
-    environment = dict(os.environ, PYTHON=sys.executable, DATA=str(root / "output" / "data"), OUTPUT=str(root / "output"),
-                       DEMO_OUTPUT=str(root / "output"), SHOTS="4", OPTS=TINY_OPTS, CFG="toy_clip",
-                       OMP_NUM_THREADS="1", SEEDS="1 2", PYTHONUNBUFFERED="1")
+    environment = dict(
+        os.environ,
+        PYTHON=sys.executable,
+        DATA=str(root / "output" / "data"),
+        OUTPUT=str(root / "output"),
+        DEMO_OUTPUT=str(root / "output"),
+        SHOTS="4",
+        OPTS=TINY_OPTS,
+        CFG="toy_clip",
+        OMP_NUM_THREADS="1",
+        SEEDS="1 2",
+        PYTHONUNBUFFERED="1",
+    )
     return environment
 
 
@@ -77,16 +89,24 @@ def test_demo_runs_the_whole_path(demo, env):
 
 
 def test_parse_test_res_gives_the_hand_computed_numbers_on_engine_logs(demo, env):
-    base = [final_accuracy(out(env, "base2new", "train_base", "toy_shapes", *SETTING, f"seed{s}", "log.txt"))
-            for s in (1, 2)]
-    new = [final_accuracy(out(env, "base2new", "test_new", "toy_shapes", *SETTING, f"seed{s}", "log.txt"))
-           for s in (1, 2)]
+    base = [
+        final_accuracy(out(env, "base2new", "train_base", "toy_shapes", *SETTING, f"seed{s}", "log.txt"))
+        for s in (1, 2)
+    ]
+    new = [
+        final_accuracy(out(env, "base2new", "test_new", "toy_shapes", *SETTING, f"seed{s}", "log.txt")) for s in (1, 2)
+    ]
     mean_base, mean_new = sum(base) / 2, sum(new) / 2
     std_base = ((base[0] - mean_base) ** 2 / 2 + (base[1] - mean_base) ** 2 / 2) ** 0.5
     hm = 2 * mean_base * mean_new / (mean_base + mean_new)
 
-    result = subprocess.run([sys.executable, "parse_test_res.py", out(env, "base2new"), "--base2new",
-                             "--format", "json"], cwd=REPO, capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "parse_test_res.py", out(env, "base2new"), "--base2new", "--format", "json"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     settings = {(s["shots"], s["trainer"], s["cfg"]): s for s in json.loads(result.stdout)["settings"]}
     (row,) = settings[SETTING]["rows"]
     assert row["seeds"] == [1, 2]
@@ -97,15 +117,21 @@ def test_parse_test_res_gives_the_hand_computed_numbers_on_engine_logs(demo, env
     assert settings[SETTING]["average"]["hm"] == pytest.approx(hm, abs=1e-9)
 
     # The CoOp mode on one experiment folder: the same per-run values and numpy's population std.
-    result = subprocess.run([sys.executable, "parse_test_res.py",
-                             out(env, "base2new", "test_new", "toy_shapes", *SETTING), "--test-log"],
-                            cwd=REPO, capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "parse_test_res.py", out(env, "base2new", "test_new", "toy_shapes", *SETTING), "--test-log"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert f"* accuracy: {mean_new:.2f}% +- {np.std(new):.2f}%" in result.stdout
 
 
 def test_second_runs_are_skipped(demo, env):
-    for script, args in (("align/base2new_train.sh", ("toy_shapes", "1")),
-                         ("align/base2new_test.sh", ("toy_shapes", "2"))):
+    for script, args in (
+        ("align/base2new_train.sh", ("toy_shapes", "1")),
+        ("align/base2new_test.sh", ("toy_shapes", "2")),
+    ):
         output = run_script(script, *args, env=env)
         assert output.startswith("Results are available in ") and "skipping" in output
     output = run_script("align/reproduce_base2new.sh", env=dict(env, DATASETS="toy_shapes"))
@@ -185,8 +211,12 @@ def test_fewshot_picks_the_recipe_by_shots(env, tmp_path):
     fake_python.chmod(0o755)
     fake_env = {k: v for k, v in env.items() if k != "CFG"}
     fake_env.update(PYTHON=str(fake_python), OUTPUT=str(tmp_path / "out"))
-    expected = {("oxford_pets", "1"): "ep30", ("oxford_pets", "4"): "ep50", ("oxford_pets", "16"): "ep80",
-                ("imagenet", "16"): "ep20_batch4_2ctx_xd"}
+    expected = {
+        ("oxford_pets", "1"): "ep30",
+        ("oxford_pets", "4"): "ep50",
+        ("oxford_pets", "16"): "ep80",
+        ("imagenet", "16"): "ep20_batch4_2ctx_xd",
+    }
     for (dataset, shots), recipe in expected.items():
         output = run_script("align/fewshot.sh", dataset, shots, "1", env=fake_env)
         assert re.search(rf"--config-file configs/trainers/ALIGN/vit_b16_c2_{recipe}[_a-z0-9]*\.yaml", output), output

@@ -3,6 +3,7 @@
 tools/toy_world.py renders the tree, datasets/toy_shapes.py loads it, and
 tools/pretrain_toy_clip.py pretrains (deterministically) the checkpoint in tools/assets/.
 """
+
 import filecmp
 import os
 import os.path as osp
@@ -32,9 +33,7 @@ def toy_cfg(root, num_shots=-1, subsample="all", seed=1):
 def tree_files(dataset_dir):
     """Relative paths of every file under ``dataset_dir``, sorted."""
     return sorted(
-        osp.relpath(osp.join(folder, name), dataset_dir)
-        for folder, _, names in os.walk(dataset_dir)
-        for name in names
+        osp.relpath(osp.join(folder, name), dataset_dir) for folder, _, names in os.walk(dataset_dir) for name in names
     )
 
 
@@ -104,7 +103,7 @@ def test_tree_layout_counts_and_split_file(demo_tree):
     assert sorted(os.listdir(dataset_dir)) == ["images", "split_zhou_ToyShapes.json"]
     assert sorted(os.listdir(image_dir)) == sorted(c.replace(" ", "_") for c in CLASSNAMES)
     for folder in os.listdir(image_dir):
-        assert sorted(os.listdir(osp.join(image_dir, folder))) == ["{:04d}.png".format(i) for i in range(56)]
+        assert sorted(os.listdir(osp.join(image_dir, folder))) == [f"{i:04d}.png" for i in range(56)]
 
     split = read_json(osp.join(dataset_dir, "split_zhou_ToyShapes.json"))
     assert list(split) == ["train", "val", "test"]
@@ -273,7 +272,8 @@ def test_zero_shot_accuracy_matches_clip_forward(toy_clip):
     for half, classes in (("base", range(0, NUM_BASE)), ("new", range(NUM_BASE, 36))):
         correct = [
             classes[int(logits[i, list(classes)].argmax())] == labels[i]
-            for i in range(len(labels)) if labels[i] in classes
+            for i in range(len(labels))
+            if labels[i] in classes
         ]
         assert accuracy[half] == pytest.approx(100.0 * np.mean(correct))
 

@@ -1,6 +1,7 @@
 """train.py end to end on the toy dataset and trainer (tests/engine_toys.py): the run's log and
 files (dassl-api §3.6-§3.10), resume (§9.3, §9.4), eval-only, the config merge order (§2.1, §8),
 seeding (§9.12), progress bars and the clean errors for bad input."""
+
 import os
 import re
 import subprocess
@@ -12,7 +13,6 @@ import torch
 import train
 from dassl.utils import collect_env_info
 from tests.engine_toys import (
-    run_train_py,
     ALIGN_OPTIM_OPTS,
     CLASSNAMES,
     SPLIT_SIZES,
@@ -20,6 +20,7 @@ from tests.engine_toys import (
     ToyLinearProbe,
     align_lr,
     make_toy_images,
+    run_train_py,
     toy_argv,
 )
 
@@ -78,12 +79,12 @@ def assert_in_order(text, pieces):
     position = 0
     for piece in pieces:
         found = text.find(piece, position)
-        assert found >= 0, "missing (or out of order): {!r}".format(piece)
+        assert found >= 0, f"missing (or out of order): {piece!r}"
         position = found + len(piece)
 
 
 def final_weights(output_dir, epoch):
-    path = os.path.join(output_dir, "linear_probe", "model.pth.tar-{}".format(epoch))
+    path = os.path.join(output_dir, "linear_probe", f"model.pth.tar-{epoch}")
     return torch.load(path, weights_only=True)["state_dict"]
 
 
@@ -94,8 +95,17 @@ def test_training_run_log_files_and_accuracy(run, data_root, tmp_path, monkeypat
     monkeypatch.setattr(train, "collect_env_info", collect_env_info)  # the real report, once
     out = str(tmp_path / "out")
     status, trainer = run(
-        toy_argv(data_root, out, "OPTIM.LR", "0.05", "OPTIM.MAX_EPOCH", "3", "TRAIN.PRINT_FREQ", "5",
-                 extra_flags=["--seed", "0"])
+        toy_argv(
+            data_root,
+            out,
+            "OPTIM.LR",
+            "0.05",
+            "OPTIM.MAX_EPOCH",
+            "3",
+            "TRAIN.PRINT_FREQ",
+            "5",
+            extra_flags=["--seed", "0"],
+        )
     )
     assert status == 0
 
@@ -183,8 +193,20 @@ def test_resuming_a_finished_run_only_tests_again_into_a_new_log(run, data_root,
 def test_best_val_saves_and_deploys_the_best_model(run, data_root, tmp_path):
     out = str(tmp_path / "out")
     status, trainer = run(
-        toy_argv(data_root, out, "OPTIM.LR", "0.05", "OPTIM.MAX_EPOCH", "3", "TEST.FINAL_MODEL", "best_val",
-                 "TRAIN.CHECKPOINT_FREQ", "2", "TRAIN.PRINT_FREQ", "2")
+        toy_argv(
+            data_root,
+            out,
+            "OPTIM.LR",
+            "0.05",
+            "OPTIM.MAX_EPOCH",
+            "3",
+            "TEST.FINAL_MODEL",
+            "best_val",
+            "TRAIN.CHECKPOINT_FREQ",
+            "2",
+            "TRAIN.PRINT_FREQ",
+            "2",
+        )
     )
     assert status == 0
     model_dir = os.path.join(out, "linear_probe")
@@ -231,8 +253,17 @@ def test_progress_bars_go_to_an_interactive_stderr_only(run, data_root, tmp_path
 def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(run, data_root, tmp_path, monkeypatch):
     """The shipped ALIGN schedule over 20 epochs; interrupt after epoch 7 and resume. Sequential
     sampling and no random augmentation make the two runs comparable bit for bit."""
-    opts = (*ALIGN_OPTIM_OPTS, "TRAIN.CHECKPOINT_FREQ", "1", "DATALOADER.TRAIN_X.SAMPLER", "SequentialSampler",
-            "TRAIN.PRINT_FREQ", "100", "TEST.NO_TEST", "True")
+    opts = (
+        *ALIGN_OPTIM_OPTS,
+        "TRAIN.CHECKPOINT_FREQ",
+        "1",
+        "DATALOADER.TRAIN_X.SAMPLER",
+        "SequentialSampler",
+        "TRAIN.PRINT_FREQ",
+        "100",
+        "TEST.NO_TEST",
+        "True",
+    )
     full_out, resumed_out = str(tmp_path / "full"), str(tmp_path / "resumed")
 
     status, full = run(toy_argv(data_root, full_out, *opts, extra_flags=["--seed", "1"]))
@@ -260,7 +291,9 @@ def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(run, data_root
 @pytest.fixture
 def trained(run, data_root, tmp_path):
     out = str(tmp_path / "trained")
-    assert run(toy_argv(data_root, out, "OPTIM.LR", "0.05", "OPTIM.MAX_EPOCH", "2", "TRAIN.CHECKPOINT_FREQ", "1"))[0] == 0
+    assert (
+        run(toy_argv(data_root, out, "OPTIM.LR", "0.05", "OPTIM.MAX_EPOCH", "2", "TRAIN.CHECKPOINT_FREQ", "1"))[0] == 0
+    )
     return out
 
 
@@ -293,8 +326,11 @@ def test_eval_only_reads_an_old_checkpoint_without_val_result(run, data_root, tr
     del checkpoint["val_result"]  # written before Dassl added the key
     torch.save(checkpoint, old_dir / "model.pth.tar-2")
     status, _ = run(
-        toy_argv(data_root, tmp_path / "eval", extra_flags=["--eval-only", "--model-dir", str(tmp_path / "old"),
-                                                            "--load-epoch", "2"])
+        toy_argv(
+            data_root,
+            tmp_path / "eval",
+            extra_flags=["--eval-only", "--model-dir", str(tmp_path / "old"), "--load-epoch", "2"],
+        )
     )
     assert status == 0
     assert "(epoch=2, val_result=None)" in read_log(tmp_path / "eval")
@@ -348,13 +384,16 @@ def test_int_for_a_float_key_is_refused(run, data_root, tmp_path, capsys):
 
 def test_eval_only_with_a_missing_model_dir_names_what_exists(run, data_root, trained, tmp_path, capsys):
     typo = trained + "x"
-    err = expect_error(run, capsys, toy_argv(data_root, tmp_path / "e", extra_flags=["--eval-only", "--model-dir", typo]))
+    err = expect_error(
+        run, capsys, toy_argv(data_root, tmp_path / "e", extra_flags=["--eval-only", "--model-dir", typo])
+    )
     assert f'"{typo}" does not exist' in err and os.path.basename(trained) in err
 
 
 def test_eval_only_with_a_missing_epoch_names_the_saved_epochs(run, data_root, trained, tmp_path, capsys):
     err = expect_error(
-        run, capsys,
+        run,
+        capsys,
         toy_argv(data_root, tmp_path / "e", extra_flags=["--eval-only", "--model-dir", trained, "--load-epoch", "5"]),
     )
     assert "No model at {}".format(os.path.join(trained, "linear_probe", "model.pth.tar-5")) in err
@@ -394,8 +433,22 @@ def test_merge_order_and_no_epoch_override(tmp_path):
     method_yaml = tmp_path / "method.yaml"
     method_yaml.write_text("OPTIM:\n  MAX_EPOCH: 7\nOUTPUT_DIR: from_yaml\nTRAINER:\n  MMP:\n    USECT: False\n")
     args = train.build_parser().parse_args(
-        ["--dataset-config-file", str(dataset_yaml), "--config-file", str(method_yaml), "--output-dir", "from_flag",
-         "--seed", "0", "--trainer", "ALIGN", "DATASET.NUM_SHOTS", "16", "OUTPUT_DIR", "from_opts"]
+        [
+            "--dataset-config-file",
+            str(dataset_yaml),
+            "--config-file",
+            str(method_yaml),
+            "--output-dir",
+            "from_flag",
+            "--seed",
+            "0",
+            "--trainer",
+            "ALIGN",
+            "DATASET.NUM_SHOTS",
+            "16",
+            "OUTPUT_DIR",
+            "from_opts",
+        ]
     )
     cfg = train.setup_cfg(args)
     assert cfg.is_frozen()
@@ -411,12 +464,31 @@ def test_reset_cfg_copies_only_given_flags():
     train.reset_cfg(cfg, train.build_parser().parse_args([]))
     assert cfg == train.get_cfg_default()
     args = train.build_parser().parse_args(
-        ["--root", "r", "--resume", "x", "--source-domains", "a", "b", "--target-domains", "c", "--transforms",
-         "normalize", "--backbone", "RN50", "--head", "h"]
+        [
+            "--root",
+            "r",
+            "--resume",
+            "x",
+            "--source-domains",
+            "a",
+            "b",
+            "--target-domains",
+            "c",
+            "--transforms",
+            "normalize",
+            "--backbone",
+            "RN50",
+            "--head",
+            "h",
+        ]
     )
     train.reset_cfg(cfg, args)
     assert (cfg.DATASET.ROOT, cfg.RESUME, cfg.DATASET.SOURCE_DOMAINS, cfg.DATASET.TARGET_DOMAINS) == (
-        "r", "x", ["a", "b"], ["c"])
+        "r",
+        "x",
+        ["a", "b"],
+        ["c"],
+    )
     assert (cfg.INPUT.TRANSFORMS, cfg.MODEL.BACKBONE.NAME, cfg.MODEL.HEAD.NAME) == (["normalize"], "RN50", "h")
 
 
@@ -427,12 +499,21 @@ def test_extend_cfg_adds_the_method_nodes():
     assert dict(t.COOP) == dict(N_CTX=16, CSC=False, CTX_INIT="", PREC="fp16", CLASS_TOKEN_POSITION="end")
     assert dict(t.COCOOP) == dict(N_CTX=16, CTX_INIT="", PREC="fp16")
     assert dict(t.MAPLE) == dict(N_CTX=16, CTX_INIT="a photo of a", PREC="fp16", PROMPT_DEPTH=9)
-    assert dict(t.IVLP) == dict(N_CTX_VISION=2, N_CTX_TEXT=2, CTX_INIT="a photo of a", PREC="fp16",
-                                PROMPT_DEPTH_VISION=9, PROMPT_DEPTH_TEXT=9)
+    assert dict(t.IVLP) == dict(
+        N_CTX_VISION=2, N_CTX_TEXT=2, CTX_INIT="a photo of a", PREC="fp16", PROMPT_DEPTH_VISION=9, PROMPT_DEPTH_TEXT=9
+    )
     assert dict(t.VPT) == dict(N_CTX_VISION=2, CTX_INIT="a photo of a", PREC="fp16", PROMPT_DEPTH_VISION=1)
-    assert dict(t.MMP) == dict(N_CTX=2, CTX_INIT="a photo of a", PREC="fp16", TEXT_PROMPT_DEPTH=1,
-                               VISION_PROMPT_DEPTH=1, TEXT_PROMPT_NUMBER=4, VISION_PROMPT_NUMBER=4,
-                               HIERARCHICAL=True, USECT=True)
+    assert dict(t.MMP) == dict(
+        N_CTX=2,
+        CTX_INIT="a photo of a",
+        PREC="fp16",
+        TEXT_PROMPT_DEPTH=1,
+        VISION_PROMPT_DEPTH=1,
+        TEXT_PROMPT_NUMBER=4,
+        VISION_PROMPT_NUMBER=4,
+        HIERARCHICAL=True,
+        USECT=True,
+    )
     assert cfg.DATASET.SUBSAMPLE_CLASSES == "all"
 
 
@@ -489,8 +570,21 @@ def test_resumed_best_val_run_keeps_the_saved_best_result(run, data_root, tmp_pa
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_training_resume_and_eval_only_on_cuda(run, data_root, tmp_path):
     out = str(tmp_path / "out")
-    argv = toy_argv(data_root, out, "OPTIM.LR", "0.05", "OPTIM.MAX_EPOCH", "2", "TEST.FINAL_MODEL", "best_val",
-                    "USE_CUDA", "True", "DATALOADER.NUM_WORKERS", "2", extra_flags=["--seed", "0"])
+    argv = toy_argv(
+        data_root,
+        out,
+        "OPTIM.LR",
+        "0.05",
+        "OPTIM.MAX_EPOCH",
+        "2",
+        "TEST.FINAL_MODEL",
+        "best_val",
+        "USE_CUDA",
+        "True",
+        "DATALOADER.NUM_WORKERS",
+        "2",
+        extra_flags=["--seed", "0"],
+    )
     status, trainer = run(argv)
     assert status == 0
     assert trainer.device.type == "cuda" and trainer.model.weight.is_cuda
@@ -502,8 +596,13 @@ def test_training_resume_and_eval_only_on_cuda(run, data_root, tmp_path):
     assert status == 0 and resumed.losses == [] and resumed.model.weight.is_cuda
 
     status, evaluated = run(
-        toy_argv(data_root, tmp_path / "eval", "USE_CUDA", "True",
-                 extra_flags=["--eval-only", "--model-dir", out, "--load-epoch", "2"])
+        toy_argv(
+            data_root,
+            tmp_path / "eval",
+            "USE_CUDA",
+            "True",
+            extra_flags=["--eval-only", "--model-dir", out, "--load-epoch", "2"],
+        )
     )
     assert status == 0
     saved = torch.load(os.path.join(out, "linear_probe", "model.pth.tar-2"), weights_only=True)

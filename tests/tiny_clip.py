@@ -21,25 +21,59 @@ def _random_state_dict(seed, **dims):
     return model.state_dict()
 
 
-def tiny_vit_state_dict(seed=0, embed_dim=32, image_resolution=32, vision_layers=2, vision_width=64,
-                        vision_patch_size=8, context_length=77, vocab_size=49408, transformer_width=64,
-                        transformer_layers=2):
+def tiny_vit_state_dict(
+    seed=0,
+    embed_dim=32,
+    image_resolution=32,
+    vision_layers=2,
+    vision_width=64,
+    vision_patch_size=8,
+    context_length=77,
+    vocab_size=49408,
+    transformer_width=64,
+    transformer_layers=2,
+):
     """fp32 random ViT CLIP state dict (OpenAI layout); defaults: 32 px images, 4x4 patches of
     8 px, 2 blocks of width 64 in each tower, 32-d joint space."""
     return _random_state_dict(
-        seed, embed_dim=embed_dim, image_resolution=image_resolution, vision_layers=vision_layers,
-        vision_width=vision_width, vision_patch_size=vision_patch_size, context_length=context_length,
-        vocab_size=vocab_size, transformer_width=transformer_width, transformer_layers=transformer_layers)
+        seed,
+        embed_dim=embed_dim,
+        image_resolution=image_resolution,
+        vision_layers=vision_layers,
+        vision_width=vision_width,
+        vision_patch_size=vision_patch_size,
+        context_length=context_length,
+        vocab_size=vocab_size,
+        transformer_width=transformer_width,
+        transformer_layers=transformer_layers,
+    )
 
 
-def tiny_resnet_state_dict(seed=0, embed_dim=32, image_resolution=64, vision_layers=(1, 1, 1, 1), vision_width=8,
-                           context_length=77, vocab_size=49408, transformer_width=64, transformer_layers=2):
+def tiny_resnet_state_dict(
+    seed=0,
+    embed_dim=32,
+    image_resolution=64,
+    vision_layers=(1, 1, 1, 1),
+    vision_width=8,
+    context_length=77,
+    vocab_size=49408,
+    transformer_width=64,
+    transformer_layers=2,
+):
     """fp32 random ModifiedResNet CLIP state dict (OpenAI layout); defaults: 64 px images, one
     bottleneck per stage, stem width 8 (attention pool width 256, 4 heads)."""
     return _random_state_dict(
-        seed, embed_dim=embed_dim, image_resolution=image_resolution, vision_layers=tuple(vision_layers),
-        vision_width=vision_width, vision_patch_size=None, context_length=context_length,
-        vocab_size=vocab_size, transformer_width=transformer_width, transformer_layers=transformer_layers)
+        seed,
+        embed_dim=embed_dim,
+        image_resolution=image_resolution,
+        vision_layers=tuple(vision_layers),
+        vision_width=vision_width,
+        vision_patch_size=None,
+        context_length=context_length,
+        vocab_size=vocab_size,
+        transformer_width=transformer_width,
+        transformer_layers=transformer_layers,
+    )
 
 
 def save_tiny_clip(path, jit=False, resnet=False, seed=0, **dims):
@@ -55,8 +89,9 @@ def save_tiny_clip(path, jit=False, resnet=False, seed=0, **dims):
         torch.save(state_dict, path)
         return state_dict
     model = build_model(state_dict)
-    archive_attributes = dict(input_resolution=model.visual.input_resolution,
-                              context_length=model.context_length, vocab_size=model.vocab_size)
+    archive_attributes = dict(
+        input_resolution=model.visual.input_resolution, context_length=model.context_length, vocab_size=model.vocab_size
+    )
     for name, value in archive_attributes.items():  # plain ints on our model, tensors in OpenAI's archives
         vars(model).pop(name, None)
         model.register_buffer(name, torch.tensor(value))

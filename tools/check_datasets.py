@@ -16,6 +16,7 @@ Read-only: the loaders run with ``read_only=True`` (no split_fewshot/, no split 
 preprocessed.pkl, no few-shot cache is written); a missing split JSON is built in memory only
 to count it.
 """
+
 import argparse
 import contextlib
 import glob
@@ -91,9 +92,7 @@ def dataset_counts(dataset):
 
 
 def format_counts(counts):
-    return ", ".join(
-        "{} {}".format(key, "-" if counts[key] is None else counts[key]) for key in COUNT_KEYS
-    )
+    return ", ".join("{} {}".format(key, "-" if counts[key] is None else counts[key]) for key in COUNT_KEYS)
 
 
 def load_read_only(dataset_class, root, report):
@@ -112,19 +111,15 @@ def load_read_only(dataset_class, root, report):
 def check_counts(dataset_class, counts, report):
     standard = dataset_class.STANDARD_SIZES
     differing = [
-        "{} {} (standard: {})".format(key, counts[key], standard[key])
-        for key in COUNT_KEYS
-        if counts[key] != standard[key]
+        f"{key} {counts[key]} (standard: {standard[key]})" for key in COUNT_KEYS if counts[key] != standard[key]
     ]
     if differing:
-        fix = "the copy is incomplete or another release: compare it with the {} section of {}".format(
-            dataset_class.__name__, DOCS
+        fix = (
+            f"the copy is incomplete or another release: compare it with the {dataset_class.__name__} section of {DOCS}"
         )
         if getattr(dataset_class, "split_file", None):
             fix += "; if the split file is not the published one, replace it and delete split_fewshot/"
-        report.problems.append(
-            "counts differ from the standard split: {}\n  fix: {}".format("; ".join(differing), fix)
-        )
+        report.problems.append("counts differ from the standard split: {}\n  fix: {}".format("; ".join(differing), fix))
 
 
 def check_fewshot_caches(dataset, report):
@@ -153,10 +148,11 @@ def verify_images(dataset, report):
             failures.append(str(e))
     if failures:
         listed = "\n".join("  " + failure for failure in failures[:MAX_LISTED])
-        more = "\n  ... and {} more".format(len(failures) - MAX_LISTED) if len(failures) > MAX_LISTED else ""
+        more = f"\n  ... and {len(failures) - MAX_LISTED} more" if len(failures) > MAX_LISTED else ""
         report.problems.append(
-            "{} of {} images cannot be decoded:\n{}{}\n  fix: download and extract these files "
-            "again".format(len(failures), len(impaths), listed, more)
+            f"{len(failures)} of {len(impaths)} images cannot be decoded:\n{listed}{more}\n  fix: "
+            "download and extract these files "
+            "again"
         )
 
 
@@ -165,24 +161,21 @@ def check_dataset(dataset_class, root, verify=False):
     dataset_dir = osp.join(root, dataset_class.dataset_dir)
     if not osp.isdir(dataset_dir):
         report = Report(dataset_class, missing=True)
-        report.summary = "{} not found".format(dataset_dir)
+        report.summary = f"{dataset_dir} not found"
         layout = "\n".join("    " + line for line in dataset_class.LAYOUT.splitlines())
         report.notes.append(
-            "fix: prepare it as described in the {} section of {}; expected layout:\n{}".format(
-                dataset_class.__name__, DOCS, layout
-            )
+            f"fix: prepare it as described in the {dataset_class.__name__} section of {DOCS}; expected "
+            f"layout:\n{layout}"
         )
         return report
 
     report = Report(dataset_class)
-    report.summary = "({}/)".format(dataset_class.dataset_dir)
+    report.summary = f"({dataset_class.dataset_dir}/)"
     split_file = getattr(dataset_class, "split_file", None)
     if split_file and not osp.exists(osp.join(dataset_dir, split_file)):
         report.problems.append(
-            "{} is missing: training would create a new random split instead of the published "
-            "one\n  fix: download {} (CoOp's Google Drive, see {}) into {}".format(
-                split_file, split_file, DOCS, dataset_dir
-            )
+            f"{split_file} is missing: training would create a new random split instead of the published "
+            f"one\n  fix: download {split_file} (CoOp's Google Drive, see {DOCS}) into {dataset_dir}"
         )
     dataset = load_read_only(dataset_class, root, report)
     if dataset is None:
@@ -198,8 +191,8 @@ def check_dataset(dataset_class, root, verify=False):
 
 
 def print_report(report):
-    tag = "[{}]".format(report.status)
-    print("{:<10} {} {}".format(tag, report.dataset_class.__name__, report.summary))
+    tag = f"[{report.status}]"
+    print(f"{tag:<10} {report.dataset_class.__name__} {report.summary}")
     for text in report.problems + report.notes:
         for line in text.splitlines():
             print(" " * 11 + line)
@@ -213,9 +206,7 @@ def main(argv=None):
     )
     parser.add_argument("--root", required=True, help="the DATASET.ROOT folder (DATA)")
     parser.add_argument("names", nargs="*", help="registered or yaml names (default: all 15)")
-    parser.add_argument(
-        "--verify-images", action="store_true", help="decode every image and list the failures (slow)"
-    )
+    parser.add_argument("--verify-images", action="store_true", help="decode every image and list the failures (slow)")
     args = parser.parse_args(argv)
     try:
         dataset_classes = resolve_names(args.names)
@@ -224,9 +215,9 @@ def main(argv=None):
 
     root = osp.abspath(osp.expanduser(args.root))
     if not osp.isdir(root):
-        print("DATA folder not found: {} (--root must point at the folder holding the datasets)".format(root))
+        print(f"DATA folder not found: {root} (--root must point at the folder holding the datasets)")
         return 1
-    print("Checking {} dataset(s) under {} (read-only)".format(len(dataset_classes), root))
+    print(f"Checking {len(dataset_classes)} dataset(s) under {root} (read-only)")
     reports = [check_dataset(dataset_class, root, args.verify_images) for dataset_class in dataset_classes]
     for report in reports:
         print_report(report)

@@ -8,6 +8,7 @@ OUTPUT/demo.png: Base / New / HM accuracy per method (mean and std over seeds), 
 prompt-level transport plan (V visual x T textual prompts) that the trained ALIGN model (seed 1)
 puts between a few test images and their class. Exit status 1 when a target is missed.
 """
+
 import argparse
 import contextlib
 import io
@@ -48,12 +49,18 @@ def check_targets(rows):
     low, high = ZERO_SHOT_WINDOW
     zero_shot, align = rows[ZERO_SHOT][1], rows[ALIGN][1]
     return [
-        (f"zero-shot base accuracy {zero_shot.base.mean:.1f}% within {low:.0f}-{high:.0f}%",
-         low <= zero_shot.base.mean <= high),
-        (f"zero-shot new accuracy {zero_shot.new.mean:.1f}% within {low:.0f}-{high:.0f}%",
-         low <= zero_shot.new.mean <= high),
-        (f"ALIGN base accuracy {align.base.mean:.1f}% >= zero-shot {zero_shot.base.mean:.1f}% + {MIN_BASE_GAIN:.0f}",
-         align.base.mean >= zero_shot.base.mean + MIN_BASE_GAIN),
+        (
+            f"zero-shot base accuracy {zero_shot.base.mean:.1f}% within {low:.0f}-{high:.0f}%",
+            low <= zero_shot.base.mean <= high,
+        ),
+        (
+            f"zero-shot new accuracy {zero_shot.new.mean:.1f}% within {low:.0f}-{high:.0f}%",
+            low <= zero_shot.new.mean <= high,
+        ),
+        (
+            f"ALIGN base accuracy {align.base.mean:.1f}% >= zero-shot {zero_shot.base.mean:.1f}% + {MIN_BASE_GAIN:.0f}",
+            align.base.mean >= zero_shot.base.mean + MIN_BASE_GAIN,
+        ),
     ]
 
 
@@ -61,13 +68,33 @@ def check_targets(rows):
 def transport_plans(data_root, align_setting, output_dir):
     """(image paths, class names, plans (N, V, T)) of the first test images of a few base classes,
     from the ALIGN model trained with seed 1, each against its own class."""
-    run_dir = osp.join(output_dir, "base2new", parse_test_res.BASE_FOLDER, DATASET,
-                       align_setting.shots, ALIGN, align_setting.cfg, "seed1")
-    args = train.build_parser().parse_args([
-        "--root", data_root, "--trainer", ALIGN, "--eval-only",
-        "--dataset-config-file", f"configs/datasets/{DATASET}.yaml", "--config-file", ALIGN_CONFIG,
-        "DATASET.NUM_SHOTS", align_setting.shots.replace("shots_", ""), "DATASET.SUBSAMPLE_CLASSES", "base",
-    ])
+    run_dir = osp.join(
+        output_dir,
+        "base2new",
+        parse_test_res.BASE_FOLDER,
+        DATASET,
+        align_setting.shots,
+        ALIGN,
+        align_setting.cfg,
+        "seed1",
+    )
+    args = train.build_parser().parse_args(
+        [
+            "--root",
+            data_root,
+            "--trainer",
+            ALIGN,
+            "--eval-only",
+            "--dataset-config-file",
+            f"configs/datasets/{DATASET}.yaml",
+            "--config-file",
+            ALIGN_CONFIG,
+            "DATASET.NUM_SHOTS",
+            align_setting.shots.replace("shots_", ""),
+            "DATASET.SUBSAMPLE_CLASSES",
+            "base",
+        ]
+    )
     with contextlib.redirect_stdout(io.StringIO()):  # the build's log lines are not the report
         trainer = build_trainer(train.setup_cfg(args))
         epoch = int(open(osp.join(run_dir, "MultiModalPromptLearner", "checkpoint")).readline().split("-")[-1])

@@ -12,6 +12,7 @@ Evaluate a checkpoint (zero-shot on base and new test classes, and a linear prob
 base training images as a check that adaptation can help):
     python -m tools.pretrain_toy_clip --evaluate tools/assets/toy_clip.pt
 """
+
 import argparse
 import os.path as osp
 import time
@@ -23,8 +24,8 @@ import torch.nn.functional as F
 import clip
 from clip.clip import IMAGE_MEAN, IMAGE_STD
 from clip.model import CLIP
-from datasets.toy_shapes import CLASSNAMES, NUM_BASE
 from dassl.utils import mkdir_if_missing
+from datasets.toy_shapes import CLASSNAMES, NUM_BASE
 from tools import toy_world
 
 ARCHITECTURE = dict(
@@ -181,7 +182,7 @@ def encode_prompted_captions(model, caption_embeddings, tokens, generator):
     prompt_shape = (batch, N_PROMPT_TOKENS, width)
     inputs = caption_embeddings(tokens)
     inputs = torch.cat(
-        [inputs[:, :1], random_prompt_tokens(prompt_shape, generator), inputs[:, 1 + N_PROMPT_TOKENS:]], dim=1
+        [inputs[:, :1], random_prompt_tokens(prompt_shape, generator), inputs[:, 1 + N_PROMPT_TOKENS :]], dim=1
     )
     deep_prompts = [random_prompt_tokens(prompt_shape, generator) for _ in range(model.transformer.layers - 1)]
     return model.encode_text(tokens, prompt_embeddings=inputs, deep_prompts=deep_prompts)
@@ -220,18 +221,20 @@ def pretrain(seed, steps=DEFAULT_STEPS, renders_per_class=RENDERS_PER_CLASS, log
             torch.randint(8, (2 * num_classes,), generator=generator),
         )
         plain = plain_tokens[classes, torch.randint(len(TEMPLATES), (num_classes,), generator=generator)]
-        prompted = prompted_tokens[
-            classes, torch.randint(len(PROMPTED_TEMPLATES), (num_classes,), generator=generator)
-        ]
+        prompted = prompted_tokens[classes, torch.randint(len(PROMPTED_TEMPLATES), (num_classes,), generator=generator)]
 
-        image_features = torch.stack([
-            model.encode_image(images[:num_classes]),
-            encode_prompted_images(model, images[num_classes:], generator),
-        ])
-        text_features = torch.stack([
-            model.encode_text(plain, prompt_embeddings=caption_embeddings(plain)),
-            encode_prompted_captions(model, caption_embeddings, prompted, generator),
-        ])
+        image_features = torch.stack(
+            [
+                model.encode_image(images[:num_classes]),
+                encode_prompted_images(model, images[num_classes:], generator),
+            ]
+        )
+        text_features = torch.stack(
+            [
+                model.encode_text(plain, prompt_embeddings=caption_embeddings(plain)),
+                encode_prompted_captions(model, caption_embeddings, prompted, generator),
+            ]
+        )
         loss = contrastive_loss(
             F.normalize(image_features, dim=-1), F.normalize(text_features, dim=-1), model.logit_scale
         )
@@ -241,8 +244,7 @@ def pretrain(seed, steps=DEFAULT_STEPS, renders_per_class=RENDERS_PER_CLASS, log
         with torch.no_grad():  # CLIP clips its temperature at 100
             model.logit_scale.clamp_(0, np.log(100))
         if log_every and (step + 1) % log_every == 0:
-            print("step {}/{}  loss {:.4f}  logit scale {:.1f}".format(
-                step + 1, steps, loss.item(), model.logit_scale.exp().item()))
+            print(f"step {step + 1}/{steps}  loss {loss.item():.4f}  logit scale {model.logit_scale.exp().item():.1f}")
     caption_embeddings.write_back(model.token_embedding)
     model.token_embedding.weight.requires_grad_(True)
     model.eval()
@@ -261,7 +263,7 @@ def image_features(model, images, batch_size=256):
     dtype = model.visual.conv1.weight.dtype
     device = model.visual.conv1.weight.device
     features = [
-        model.encode_image(to_pixels(images[i:i + batch_size]).to(device, dtype)).float().cpu()
+        model.encode_image(to_pixels(images[i : i + batch_size]).to(device, dtype)).float().cpu()
         for i in range(0, len(images), batch_size)
     ]
     return F.normalize(torch.cat(features), dim=-1)
@@ -337,8 +339,11 @@ def evaluate(model, data_seed=toy_world.DEFAULT_SEED, shots=16):
     train_images, train_labels = toy_world.render_split("train", data_seed)
     keep = first_base_shots(train_labels, shots)
     results["probe_base"] = linear_probe_accuracy(model, train_images[keep], train_labels[keep], images, labels)
-    print("zero-shot ({!r}) on the toy test set (seed {}): base {:.1f}%  new {:.1f}%".format(
-        ZERO_SHOT_TEMPLATE, data_seed, results["base"], results["new"]))
+    print(
+        "zero-shot ({!r}) on the toy test set (seed {}): base {:.1f}%  new {:.1f}%".format(
+            ZERO_SHOT_TEMPLATE, data_seed, results["base"], results["new"]
+        )
+    )
     print("linear probe, {} shots per base class: base {:.1f}%".format(shots, results["probe_base"]))
     return results
 
@@ -350,8 +355,9 @@ def main(argv=None):
     action.add_argument("--evaluate", metavar="PATH", help="evaluate this checkpoint instead")
     parser.add_argument("--seed", type=int, default=1, help="pretraining seed")
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads (fixed, so that reruns give identical weights)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads (fixed, so that reruns give identical weights)"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -360,9 +366,9 @@ def main(argv=None):
     else:
         start = time.time()
         model = pretrain(args.seed, args.steps)
-        print("Pretrained in {:.0f} s".format(time.time() - start))
+        print(f"Pretrained in {time.time() - start:.0f} s")
         save_fp16(model, args.out)
-        print("Saved {}".format(args.out))
+        print(f"Saved {args.out}")
         model = clip.load(args.out, device="cpu")[0].float()
     evaluate(model)
 

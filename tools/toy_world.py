@@ -18,6 +18,7 @@ Usage:
     python -m tools.toy_world --root DATA [--seed 1]
 writes DATA/toy_shapes/ (layout: datasets.toy_shapes.ToyShapes.LAYOUT; docs/toy_world.md).
 """
+
 import argparse
 import os.path as osp
 import time
@@ -114,13 +115,12 @@ def _polygon(shape, radius, angle):
         # A plus sign: arms of half-width w reaching out to the circumradius.
         w, r = radius * 0.32, radius * 0.95
         corners = np.array(
-            [(w, r), (w, w), (r, w), (r, -w), (w, -w), (w, -r),
-             (-w, -r), (-w, -w), (-r, -w), (-r, w), (-w, w), (-w, r)]
+            [(w, r), (w, w), (r, w), (r, -w), (w, -w), (w, -r), (-w, -r), (-w, -w), (-r, -w), (-r, w), (-w, w), (-w, r)]
         )
         angles = np.arctan2(corners[:, 1], corners[:, 0])
         radii = np.hypot(corners[:, 0], corners[:, 1])
     else:
-        raise ValueError("unknown polygon shape {!r}".format(shape))
+        raise ValueError(f"unknown polygon shape {shape!r}")
     angles = angles + angle
     return np.stack([radii * np.cos(angles), radii * np.sin(angles)], axis=1)
 
@@ -232,7 +232,7 @@ def render(colour, shape, style, rng):
 def split_indices(split, split_sizes=SPLIT_SIZES):
     """Image indices (within each class) that make up ``split``; splits follow in dict order."""
     if split not in split_sizes:
-        raise ValueError("unknown split {!r}; expected one of {}".format(split, list(split_sizes)))
+        raise ValueError(f"unknown split {split!r}; expected one of {list(split_sizes)}")
     start = 0
     for name, size in split_sizes.items():
         if name == split:
@@ -282,7 +282,7 @@ def write_toy_world(root, seed=DEFAULT_SEED, split_sizes=SPLIT_SIZES):
         for name in split_sizes:
             for index in split_indices(name, split_sizes):
                 rng = image_rng(seed, STREAM_DATASET, label, index)
-                rel_path = "{}/{:04d}.png".format(folder, index)
+                rel_path = f"{folder}/{index:04d}.png"
                 image = Image.fromarray(render(colour, shape, CLUTTERED, rng))
                 image.save(osp.join(dataset_dir, "images", rel_path))
                 split[name].append([rel_path, label, CLASSNAMES[label]])
@@ -297,7 +297,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     start = time.time()
     dataset_dir = write_toy_world(args.root, args.seed)
-    print("Wrote {} ({:.1f} s)".format(dataset_dir, time.time() - start))
+    print(f"Wrote {dataset_dir} ({time.time() - start:.1f} s)")
 
 
 if __name__ == "__main__":

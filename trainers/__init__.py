@@ -5,4 +5,5 @@
 - ``ot``: batched Sinkhorn and the hierarchical OT (pure tensor code).
 - ``backbone``: loading the frozen CLIP named by MODEL.BACKBONE.
 """
+
 from . import align, zsclip  # noqa: F401  (registers the trainers)

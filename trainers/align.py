@@ -9,6 +9,7 @@ Spec: shared/spec/align-method.md. One module, three parts:
 - ``ALIGN`` (and its alias ``MMP``, which reads the official ``TRAINER.MMP`` keys): the TrainerX
   subclass: build, train step, evaluation with the text side computed once, small checkpoints.
 """
+
 import contextlib
 import os.path as osp
 from dataclasses import dataclass
@@ -105,8 +106,12 @@ class ALIGNSettings:
             (node.TEXT_PROMPT_DEPTH >= 1, f"{where}.TEXT_PROMPT_DEPTH", node.TEXT_PROMPT_DEPTH, ">= 1"),
             (node.TEXT_PROMPT_NUMBER >= 1, f"{where}.TEXT_PROMPT_NUMBER", node.TEXT_PROMPT_NUMBER, ">= 1"),
             (extra.TOKEN_COST in TOKEN_COSTS, "TRAINER.ALIGN.TOKEN_COST", extra.TOKEN_COST, f"one of {TOKEN_COSTS}"),
-            (extra.TEXT_TOKENS in TEXT_TOKEN_MODES, "TRAINER.ALIGN.TEXT_TOKENS", extra.TEXT_TOKENS,
-             f"one of {TEXT_TOKEN_MODES}"),
+            (
+                extra.TEXT_TOKENS in TEXT_TOKEN_MODES,
+                "TRAINER.ALIGN.TEXT_TOKENS",
+                extra.TEXT_TOKENS,
+                f"one of {TEXT_TOKEN_MODES}",
+            ),
             (extra.EPS > 0, "TRAINER.ALIGN.EPS", extra.EPS, "> 0"),
             (extra.OT_MAX_ITER >= 1, "TRAINER.ALIGN.OT_MAX_ITER", extra.OT_MAX_ITER, ">= 1"),
             (extra.OT_MEMORY_MB > 0, "TRAINER.ALIGN.OT_MEMORY_MB", extra.OT_MEMORY_MB, "> 0"),
@@ -166,9 +171,7 @@ class MultiModalPromptLearner(nn.Module):
         n_ctx, n_prompts, depth = settings.n_ctx, settings.n_text_prompts, settings.depth
         n_layers = len(clip_model.transformer.resblocks)
         if depth > n_layers:
-            raise ConfigError(
-                f"TEXT_PROMPT_DEPTH = {depth} exceeds the {n_layers} transformer blocks of the backbone"
-            )
+            raise ConfigError(f"TEXT_PROMPT_DEPTH = {depth} exceeds the {n_layers} transformer blocks of the backbone")
         dtype = clip_model.dtype
         d_text = clip_model.ln_final.weight.shape[0]
         d_vision = clip_model.visual.conv1.weight.shape[0]
@@ -186,8 +189,10 @@ class MultiModalPromptLearner(nn.Module):
         self.ctx = nn.Parameter(ctx)
         self.proj = nn.Linear(d_text, d_vision).to(dtype)
         self.compound_prompts_text = nn.ParameterList(
-            [nn.Parameter(nn.init.normal_(torch.empty(n_prompts, n_ctx, d_text, dtype=dtype), std=0.02))
-             for _ in range(depth - 1)]
+            [
+                nn.Parameter(nn.init.normal_(torch.empty(n_prompts, n_ctx, d_text, dtype=dtype), std=0.02))
+                for _ in range(depth - 1)
+            ]
         )
         self.compound_prompt_projections = nn.ModuleList(
             [nn.Linear(d_text, d_vision).to(dtype) for _ in range(depth - 1)]
@@ -273,9 +278,7 @@ class ALIGNCLIP(nn.Module):
         )  # (C*T, L, D), rows class-major, prompt-minor
         tokens = F.normalize(tokens, dim=-1).view(n_classes, n_prompts, tokens.shape[1], -1)
         eot = learner.tokenized.argmax(dim=-1).view(n_classes, n_prompts)  # (C, T)
-        global_ = torch.gather(
-            tokens, 2, eot[:, :, None, None].expand(-1, -1, 1, tokens.shape[-1])
-        ).squeeze(2)
+        global_ = torch.gather(tokens, 2, eot[:, :, None, None].expand(-1, -1, 1, tokens.shape[-1])).squeeze(2)
         # Kept tokens: positions 0 .. e-2 (drops "." and EOT), where e is prompt 0's EOT for every
         # prompt of the class ("reference") or each prompt's own EOT ("per_prompt").
         last_kept = eot[:, :1].expand_as(eot) if self.settings.text_tokens == "reference" else eot
@@ -370,8 +373,10 @@ class ALIGN(TrainerX):
             )
         clip_model = clip_model.to(self.precision.weight_dtype)
 
-        print("Building ALIGN (T = V = {}, n_ctx = {}, depth = {}, precision = {})".format(
-            self.settings.n_text_prompts, self.settings.n_ctx, self.settings.depth, self.precision.name))
+        print(
+            f"Building ALIGN (T = V = {self.settings.n_text_prompts}, n_ctx = {self.settings.n_ctx}, "
+            f"depth = {self.settings.depth}, precision = {self.precision.name})"
+        )
         self.model = ALIGNCLIP(self.settings, classnames, clip_model)
         for name, param in self.model.named_parameters():
             param.requires_grad_(name.startswith("prompt_learner."))
@@ -477,7 +482,7 @@ def learned_state(state_dict):
     if any(key.startswith(prefix) for key in state_dict):
         frozen = [key for key in state_dict if not key.startswith(prefix)]
         print(f"Official full-model checkpoint: ignoring {len(frozen)} frozen CLIP entries")
-        state_dict = {key[len(prefix):]: value for key, value in state_dict.items() if key.startswith(prefix)}
+        state_dict = {key[len(prefix) :]: value for key, value in state_dict.items() if key.startswith(prefix)}
     dropped = ("token_prefix", "token_suffix")
     return {key: value for key, value in state_dict.items() if key not in dropped}
 

@@ -1,4 +1,5 @@
 """The frozen CLIP every prompting trainer starts from."""
+
 import clip
 from dassl.config import ConfigError
 

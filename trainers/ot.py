@@ -72,17 +72,22 @@ def sinkhorn(cost, row_mask=None, col_mask=None, eps=0.1, max_iter=100, thresh=0
     col_mask = _mask_or_all_real("sinkhorn", "col_mask", col_mask, (groups, problems, cols), cost.device)
     with torch.no_grad(), _autocast_off(cost.device):
         real = row_mask[..., :, None] & col_mask[..., None, :]
-        nonfinite, rowless, colless = torch.stack([
-            (~torch.isfinite(cost) & real).sum(),
-            (~row_mask.any(-1)).sum(),
-            (~col_mask.any(-1)).sum(),
-        ]).tolist()
+        nonfinite, rowless, colless = torch.stack(
+            [
+                (~torch.isfinite(cost) & real).sum(),
+                (~row_mask.any(-1)).sum(),
+                (~col_mask.any(-1)).sum(),
+            ]
+        ).tolist()
         if nonfinite:
             raise OTNumericalError(
-                f"sinkhorn: cost has {nonfinite} NaN/inf entries among its {int(real.sum())} real entries")
+                f"sinkhorn: cost has {nonfinite} NaN/inf entries among its {int(real.sum())} real entries"
+            )
         if rowless or colless:
-            raise ValueError(f"sinkhorn: every problem needs a real row and a real column; "
-                             f"{rowless} problems have no real row, {colless} no real column")
+            raise ValueError(
+                f"sinkhorn: every problem needs a real row and a real column; "
+                f"{rowless} problems have no real row, {colless} no real column"
+            )
         return _solve(cost.float(), row_mask, col_mask, eps, max_iter, thresh, "sinkhorn")
 
 
@@ -99,8 +104,9 @@ def token_chunk_classes(batch, v_prompts, t_prompts, img_len, txt_len, dim, memo
     return max(1, int(memory_budget_mb * 2**20 // per_class_bytes))
 
 
-def token_transport_similarity(img_tokens, txt_tokens, txt_token_mask, *, eps=0.1, max_iter=100,
-                               thresh=0.01, memory_budget_mb=1024.0):
+def token_transport_similarity(
+    img_tokens, txt_tokens, txt_token_mask, *, eps=0.1, max_iter=100, thresh=0.01, memory_budget_mb=1024.0
+):
     """Token-level transport-weighted similarities s_tok (spec section 4, token level).
 
     Args:
@@ -116,16 +122,31 @@ def token_transport_similarity(img_tokens, txt_tokens, txt_token_mask, *, eps=0.
     _check_budget("token_transport_similarity", memory_budget_mb)
     sizes = _check_token_shapes("token_transport_similarity", img_tokens, txt_tokens, txt_token_mask)
     token_ends = _check_finite_and_token_ends(
-        "token_transport_similarity",
-        {"img_tokens": img_tokens, "txt_tokens": txt_tokens}, txt_token_mask)
+        "token_transport_similarity", {"img_tokens": img_tokens, "txt_tokens": txt_tokens}, txt_token_mask
+    )
     with _autocast_off(img_tokens.device):
-        return _token_transport_similarity(img_tokens, txt_tokens, txt_token_mask, token_ends, sizes,
-                                           eps, max_iter, thresh, memory_budget_mb)
+        return _token_transport_similarity(
+            img_tokens, txt_tokens, txt_token_mask, token_ends, sizes, eps, max_iter, thresh, memory_budget_mb
+        )
 
 
-def hierarchical_ot_logits(img_global, img_tokens, txt_global, txt_tokens, txt_token_mask, logit_scale, *,
-                           eps=0.1, max_iter=100, thresh=0.01, hierarchical=True, token_cost="similarity",
-                           token_weight=1.0, memory_budget_mb=1024.0, return_plan=False):
+def hierarchical_ot_logits(
+    img_global,
+    img_tokens,
+    txt_global,
+    txt_tokens,
+    txt_token_mask,
+    logit_scale,
+    *,
+    eps=0.1,
+    max_iter=100,
+    thresh=0.01,
+    hierarchical=True,
+    token_cost="similarity",
+    token_weight=1.0,
+    memory_budget_mb=1024.0,
+    return_plan=False,
+):
     """ALIGN logits: prompt-level OT whose cost includes the token-level OT (spec section 4).
 
     Args:
@@ -166,11 +187,15 @@ def hierarchical_ot_logits(img_global, img_tokens, txt_global, txt_tokens, txt_t
     if hierarchical:
         sizes = _check_token_shapes(name, img_tokens, txt_tokens, txt_token_mask)
         if sizes["B"] != batch or sizes["V"] != v_prompts or sizes["D"] != dim:
-            raise ValueError(f"{name}: img_tokens must have shape (B, V, P, D) = ({batch}, {v_prompts}, P, {dim}) "
-                             f"like img_global, got {tuple(img_tokens.shape)}")
+            raise ValueError(
+                f"{name}: img_tokens must have shape (B, V, P, D) = ({batch}, {v_prompts}, P, {dim}) "
+                f"like img_global, got {tuple(img_tokens.shape)}"
+            )
         if sizes["C"] != classes or sizes["T"] != t_prompts:
-            raise ValueError(f"{name}: txt_tokens must have shape (C, T, L, D) = ({classes}, {t_prompts}, L, {dim}) "
-                             f"like txt_global, got {tuple(txt_tokens.shape)}")
+            raise ValueError(
+                f"{name}: txt_tokens must have shape (C, T, L, D) = ({classes}, {t_prompts}, L, {dim}) "
+                f"like txt_global, got {tuple(txt_tokens.shape)}"
+            )
         checked.update(img_tokens=img_tokens, txt_tokens=txt_tokens)
     token_ends = _check_finite_and_token_ends(name, checked, txt_token_mask if hierarchical else None)
 
@@ -178,15 +203,21 @@ def hierarchical_ot_logits(img_global, img_tokens, txt_global, txt_tokens, txt_t
         sim = torch.einsum("bvd,ctd->bcvt", img_global.float(), txt_global.float())
         cost = 1.0 - sim.detach()
         if hierarchical:
-            s_tok = _token_transport_similarity(img_tokens, txt_tokens, txt_token_mask, token_ends, sizes,
-                                                eps, max_iter, thresh, memory_budget_mb)
+            s_tok = _token_transport_similarity(
+                img_tokens, txt_tokens, txt_token_mask, token_ends, sizes, eps, max_iter, thresh, memory_budget_mb
+            )
             cost = cost + token_weight * (s_tok if token_cost == "similarity" else 1.0 - s_tok)
         with torch.no_grad():
             # One stopping group: all B*C problems (rows = V visual, columns = T textual prompts).
-            plan = _solve(cost.reshape(1, batch * classes, v_prompts, t_prompts),
-                          _all_real(1, batch * classes, v_prompts, sim.device),
-                          _all_real(1, batch * classes, t_prompts, sim.device),
-                          eps, max_iter, thresh, "prompt-level OT").view_as(sim)
+            plan = _solve(
+                cost.reshape(1, batch * classes, v_prompts, t_prompts),
+                _all_real(1, batch * classes, v_prompts, sim.device),
+                _all_real(1, batch * classes, t_prompts, sim.device),
+                eps,
+                max_iter,
+                thresh,
+                "prompt-level OT",
+            ).view_as(sim)
         logits = logit_scale.float().reshape(()) * torch.einsum("bcvt,bcvt->bc", plan, sim)
     return (logits, plan) if return_plan else logits
 
@@ -195,11 +226,19 @@ def hierarchical_ot_logits(img_global, img_tokens, txt_global, txt_tokens, txt_t
 # Solvers (float32 inputs, no gradient, no input checks)
 # ---------------------------------------------------------------------------------------------
 
+
 def _solve(cost, row_mask, col_mask, eps, max_iter, thresh, stage):
     """Plain Sinkhorn for all groups; log-domain Sinkhorn for the groups where it is no plan."""
     # Advanced indexing copies: the failed groups' log-kernels are fresh tensors.
-    return _solve_kernel(torch.div(cost, -eps).exp_(), row_mask, col_mask, max_iter, thresh, stage,
-                         log_kernel_of=lambda groups: cost[groups].div_(-eps))
+    return _solve_kernel(
+        torch.div(cost, -eps).exp_(),
+        row_mask,
+        col_mask,
+        max_iter,
+        thresh,
+        stage,
+        log_kernel_of=lambda groups: cost[groups].div_(-eps),
+    )
 
 
 def _solve_kernel(kernel, row_mask, col_mask, max_iter, thresh, stage, log_kernel_of):
@@ -211,11 +250,11 @@ def _solve_kernel(kernel, row_mask, col_mask, max_iter, thresh, stage, log_kerne
     plan = _plain_sinkhorn(kernel, row_mask, col_mask, max_iter, thresh)
     failed = _groups_without_plan(plan, row_mask, col_mask).nonzero().squeeze(1)
     if failed.numel():
-        plan[failed] = _log_sinkhorn(log_kernel_of(failed), row_mask[failed], col_mask[failed],
-                                     max_iter, thresh)
+        plan[failed] = _log_sinkhorn(log_kernel_of(failed), row_mask[failed], col_mask[failed], max_iter, thresh)
         if _groups_without_plan(plan[failed], row_mask[failed], col_mask[failed]).any():
-            raise OTNumericalError(f"{stage}: the log-domain Sinkhorn gave no transport plan for "
-                                   f"some of {failed.numel()} groups")
+            raise OTNumericalError(
+                f"{stage}: the log-domain Sinkhorn gave no transport plan for some of {failed.numel()} groups"
+            )
     return plan
 
 
@@ -262,8 +301,11 @@ def _log_sinkhorn(log_kernel, row_mask, col_mask, max_iter, thresh):
     check_interval = _active_check_interval(log_kernel.device)
     for iteration in range(1, max_iter + 1):
         f_new = torch.where(row_mask, log_row_marginal - _logsumexp_last(log_kernel + g[..., None, :]), -math.inf)
-        g_new = torch.where(col_mask, log_col_marginal - _logsumexp_last(
-            (log_kernel + f_new[..., :, None]).transpose(-1, -2)), -math.inf)
+        g_new = torch.where(
+            col_mask,
+            log_col_marginal - _logsumexp_last((log_kernel + f_new[..., :, None]).transpose(-1, -2)),
+            -math.inf,
+        )
         # |r - r_prev| = r_prev * |expm1(f - f_prev)|, summed over the group in the log domain.
         log_change = torch.where(row_mask, f + (f_new - f).expm1().abs().log(), -math.inf)
         log_error = torch.logsumexp(log_change.flatten(1), dim=1) - log_real_rows
@@ -303,23 +345,31 @@ def _uniform(mask):
     return mask / mask.sum(-1, keepdim=True)
 
 
-def _token_transport_similarity(img_tokens, txt_tokens, txt_token_mask, token_ends, sizes,
-                                eps, max_iter, thresh, memory_budget_mb):
+def _token_transport_similarity(
+    img_tokens, txt_tokens, txt_token_mask, token_ends, sizes, eps, max_iter, thresh, memory_budget_mb
+):
     """s_tok: (B, C, V, T) float32, chunked over classes; inputs already checked."""
-    chunk = token_chunk_classes(sizes["B"], sizes["V"], sizes["T"], sizes["P"], sizes["L"], sizes["D"],
-                                memory_budget_mb)
+    chunk = token_chunk_classes(
+        sizes["B"], sizes["V"], sizes["T"], sizes["P"], sizes["L"], sizes["D"], memory_budget_mb
+    )
     s_tok = torch.empty(sizes["B"], sizes["C"], sizes["V"], sizes["T"], device=img_tokens.device)
     # Chunks of classes of similar text length: each chunk is padded to its own longest class only.
     by_length = sorted(range(sizes["C"]), key=lambda c: token_ends[c])
     with torch.no_grad():
         img_tokens = img_tokens.float()
         for start in range(0, sizes["C"], chunk):
-            classes = by_length[start:start + chunk]
+            classes = by_length[start : start + chunk]
             txt_len = token_ends[classes[-1]]
             index = torch.tensor(classes, device=img_tokens.device)
             s_tok[:, index] = _token_chunk_similarity(
-                img_tokens, txt_tokens[index, :, :txt_len].float(), txt_token_mask[index, :, :txt_len],
-                eps, max_iter, thresh, f"token-level OT ({len(classes)} classes from class {classes[0]})")
+                img_tokens,
+                txt_tokens[index, :, :txt_len].float(),
+                txt_token_mask[index, :, :txt_len],
+                eps,
+                max_iter,
+                thresh,
+                f"token-level OT ({len(classes)} classes from class {classes[0]})",
+            )
     return s_tok
 
 
@@ -334,15 +384,22 @@ def _token_chunk_similarity(img_tokens, txt_tokens, txt_token_mask, eps, max_ite
     sim_tok = sim_tok.view(groups, problems, img_len, txt_len)
     col_mask = txt_token_mask[None, :, None].expand(batch, -1, v_prompts, -1, -1).reshape(groups, problems, txt_len)
     # -cost / eps = (sim - 1) / eps: the kernel in one new tensor, bit-identical to exp(-(1 - sim) / eps).
-    plan = _solve_kernel(torch.sub(sim_tok, 1.0).div_(eps).exp_(),
-                         _all_real(groups, problems, img_len, img_tokens.device), col_mask, max_iter, thresh, stage,
-                         log_kernel_of=lambda failed: sim_tok[failed].sub_(1.0).div_(eps))
+    plan = _solve_kernel(
+        torch.sub(sim_tok, 1.0).div_(eps).exp_(),
+        _all_real(groups, problems, img_len, img_tokens.device),
+        col_mask,
+        max_iter,
+        thresh,
+        stage,
+        log_kernel_of=lambda failed: sim_tok[failed].sub_(1.0).div_(eps),
+    )
     return torch.einsum("gsmn,gsmn->gs", plan, sim_tok).view(batch, classes, v_prompts, t_prompts)
 
 
 # ---------------------------------------------------------------------------------------------
 # Checks and small helpers
 # ---------------------------------------------------------------------------------------------
+
 
 def _check_finite_and_token_ends(stage, tensors, txt_token_mask):
     """One host sync: raise on NaN/inf inputs or empty text prompts; return per-class token ends.
@@ -363,14 +420,15 @@ def _check_finite_and_token_ends(stage, tensors, txt_token_mask):
     for (name, tensor), total in zip(tensors.items(), values):
         count = 0 if math.isfinite(total) else int((~torch.isfinite(tensor)).sum())
         if count:  # a finite input whose sum overflows float32 is no error
-            raise OTNumericalError(f"{stage}: input {name} has {count} NaN/inf entries "
-                                   f"(of {tensor.numel()}, shape {tuple(tensor.shape)})")
+            raise OTNumericalError(
+                f"{stage}: input {name} has {count} NaN/inf entries (of {tensor.numel()}, shape {tuple(tensor.shape)})"
+            )
     if txt_token_mask is None:
         return None
     empty = int(values[len(tensors)])
     if empty:
         raise ValueError(f"{stage}: txt_token_mask has {empty} (class, prompt) rows without any real token")
-    return [int(end) for end in values[len(tensors) + 1:]]
+    return [int(end) for end in values[len(tensors) + 1 :]]
 
 
 def _check_token_shapes(stage, img_tokens, txt_tokens, txt_token_mask):
@@ -383,8 +441,10 @@ def _check_token_shapes(stage, img_tokens, txt_tokens, txt_token_mask):
     if txt_dim != dim:
         raise ValueError(f"{stage}: txt_tokens has feature width {txt_dim}, img_tokens has {dim}")
     if txt_token_mask.dtype != torch.bool or tuple(txt_token_mask.shape) != (classes, t_prompts, txt_len):
-        raise ValueError(f"{stage}: txt_token_mask must be a bool tensor of shape (C, T, L) = "
-                         f"{(classes, t_prompts, txt_len)}, got {txt_token_mask.dtype} {tuple(txt_token_mask.shape)}")
+        raise ValueError(
+            f"{stage}: txt_token_mask must be a bool tensor of shape (C, T, L) = "
+            f"{(classes, t_prompts, txt_len)}, got {txt_token_mask.dtype} {tuple(txt_token_mask.shape)}"
+        )
     return {"B": batch, "V": v_prompts, "P": img_len, "D": dim, "C": classes, "T": t_prompts, "L": txt_len}
 
 
@@ -392,8 +452,9 @@ def _check_dims(stage, name, tensor, layout):
     """tensor.shape after checking its rank against layout, e.g. "(B, V, D)"."""
     rank = layout.count(",") + 1
     if tensor.dim() != rank or not tensor.is_floating_point():
-        raise ValueError(f"{stage}: {name} must be a floating tensor of shape {layout}, "
-                         f"got {tensor.dtype} {tuple(tensor.shape)}")
+        raise ValueError(
+            f"{stage}: {name} must be a floating tensor of shape {layout}, got {tensor.dtype} {tuple(tensor.shape)}"
+        )
     return tuple(tensor.shape)
 
 
@@ -415,8 +476,9 @@ def _mask_or_all_real(stage, name, mask, shape, device):
     if mask is None:
         return _all_real(*shape, device)
     if mask.dtype != torch.bool or tuple(mask.shape) != shape:
-        raise ValueError(f"{stage}: {name} must be a bool tensor of shape {shape}, "
-                         f"got {mask.dtype} {tuple(mask.shape)}")
+        raise ValueError(
+            f"{stage}: {name} must be a bool tensor of shape {shape}, got {mask.dtype} {tuple(mask.shape)}"
+        )
     return mask.to(device)
 
 

@@ -1,4 +1,5 @@
 """Zero-shot CLIP: one hand-written template per dataset, no training (CoOp's baseline)."""
+
 import torch
 import torch.nn.functional as F
 
@@ -41,9 +42,7 @@ class ZeroshotCLIP(TrainerX):
         precision = resolve_precision(cfg.TRAINER.COOP.PREC, self.device)
         template = CUSTOM_TEMPLATES.get(cfg.DATASET.NAME)
         if template is None:
-            raise KeyError(
-                f"No zero-shot template for dataset {cfg.DATASET.NAME!r}; known: {sorted(CUSTOM_TEMPLATES)}"
-            )
+            raise KeyError(f"No zero-shot template for dataset {cfg.DATASET.NAME!r}; known: {sorted(CUSTOM_TEMPLATES)}")
         print(f"Loading CLIP (backbone: {cfg.MODEL.BACKBONE.PATH or cfg.MODEL.BACKBONE.NAME})")
         self.clip_model = load_clip_to_cpu(cfg).to(self.device, precision.weight_dtype)
 

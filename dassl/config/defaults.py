@@ -4,6 +4,7 @@ Dassl's domain-adaptation / semi-supervised ``TRAINER`` sub-nodes (MCD, MME, FIX
 omitted: no trainer of this project reads them. ``train.py``'s ``extend_cfg`` adds the method
 nodes (``TRAINER.COOP`` ...) and ``DATASET.SUBSAMPLE_CLASSES``.
 """
+
 from yacs.config import CfgNode as CN
 
 _C = CN()

@@ -4,6 +4,7 @@ yacs already refuses unknown keys and type mismatches (dassl-api §2.1, §9.20);
 that strictness and only make the messages useful: an unknown key is reported with the nearest
 valid keys (difflib over the full dotted paths), a type mismatch with where the value came from.
 """
+
 import difflib
 import os.path as osp
 
@@ -41,9 +42,7 @@ def _unknown_key_error(cfg, full_key, source):
             node, parent = node[part], parent + part + "."
         nearest = [parent + key for key in node.keys()]
     return ConfigError(
-        "Non-existent config key: {} (from {}); nearest valid keys: {}".format(
-            full_key, source, ", ".join(nearest)
-        )
+        "Non-existent config key: {} (from {}); nearest valid keys: {}".format(full_key, source, ", ".join(nearest))
     )
 
 
@@ -66,18 +65,17 @@ def _check_tree_keys(cfg, incoming, source, prefix=""):
 
 def _type_mismatch_error(error, source):
     return ConfigError(
-        "{} (from {}); a value must have the type of the key's default: write a float key as "
-        "1.0, not 1".format(error, source)
+        f"{error} (from {source}); a value must have the type of the key's default: write a float key as 1.0, not 1"
     )
 
 
 def merge_config_file(cfg, path):
     """``cfg.merge_from_file(path)`` with a clear error for a missing file or a bad key."""
     if not osp.isfile(path):
-        raise ConfigError('Config file not found: "{}"'.format(path))
-    with open(path, "r") as f:
+        raise ConfigError(f'Config file not found: "{path}"')
+    with open(path) as f:
         incoming = cfg.load_cfg(f)
-    source = 'config file "{}"'.format(path)
+    source = f'config file "{path}"'
     _check_tree_keys(cfg, incoming, source)
     try:
         cfg.merge_from_other_cfg(incoming)
@@ -89,9 +87,7 @@ def merge_config_opts(cfg, opts):
     """``cfg.merge_from_list(opts)`` (``KEY VALUE`` pairs) with clear errors."""
     source = "the command-line opts"
     if len(opts) % 2 != 0:
-        raise ConfigError(
-            "Config opts must be KEY VALUE pairs, got an odd number of items: {}".format(opts)
-        )
+        raise ConfigError(f"Config opts must be KEY VALUE pairs, got an odd number of items: {opts}")
     for full_key in opts[0::2]:
         _check_key_exists(cfg, full_key, source)
     try:

@@ -8,5 +8,5 @@ def build_trainer(cfg):
     avai_trainers = TRAINER_REGISTRY.registered_names()
     check_availability(cfg.TRAINER.NAME, avai_trainers, what="trainer (TRAINER.NAME)")
     if cfg.VERBOSE:
-        print("Loading trainer: {}".format(cfg.TRAINER.NAME))
+        print(f"Loading trainer: {cfg.TRAINER.NAME}")
     return TRAINER_REGISTRY.get(cfg.TRAINER.NAME)(cfg)

@@ -16,9 +16,9 @@ CPU device fp16 and amp fall back to fp32 (CPU half kernels are missing or slow,
 does not do float16 well), with one printed warning line per flag value and process; bf16 stays
 (CPU autocast supports bfloat16).
 """
+
 import contextlib
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 
@@ -42,7 +42,7 @@ class Precision:
 
     name: str
     weight_dtype: torch.dtype
-    autocast_dtype: Optional[torch.dtype]
+    autocast_dtype: torch.dtype | None
 
     def autocast(self, device):
         """A ``torch.autocast`` context for ``device`` (amp, bf16), or a null context."""
@@ -73,17 +73,11 @@ def resolve_precision(prec, device):
         ValueError: ``prec`` is not one of SUPPORTED_PRECISIONS.
     """
     if prec not in _PRECISIONS:
-        raise ValueError(
-            "Unknown precision {!r}: expected one of {}".format(prec, ", ".join(SUPPORTED_PRECISIONS))
-        )
+        raise ValueError("Unknown precision {!r}: expected one of {}".format(prec, ", ".join(SUPPORTED_PRECISIONS)))
     if torch.device(device).type == "cpu" and prec in _CPU_FALLBACK:
         fallback = _CPU_FALLBACK[prec]
         if prec not in _warned_fallbacks:
             _warned_fallbacks.add(prec)
-            print(
-                "Warning: precision {} is not supported on the CPU; using {} instead".format(
-                    prec, fallback
-                )
-            )
+            print(f"Warning: precision {prec} is not supported on the CPU; using {fallback} instead")
         prec = fallback
     return _PRECISIONS[prec]

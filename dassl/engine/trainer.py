@@ -6,6 +6,7 @@ one place (``SimpleTrainer.build_data_loader`` -> ``DataManager`` -> ``build_dat
 ``build_sampler``). This engine never wraps models in ``nn.DataParallel`` (dassl-api §9.7); a
 distributed (torchrun) run trains through ``DistributedDataParallel`` (``TrainerBase.wrap_ddp``).
 """
+
 import datetime
 import inspect
 import os.path as osp
@@ -50,7 +51,7 @@ _DDP_BUFFER_SYNC_ARG = (
 def _format_val_result(val_result):
     """``{:.1f}`` for a number, ``None`` otherwise (dassl-api §9.5)."""
     if isinstance(val_result, (int, float)) and not isinstance(val_result, bool):
-        return "{:.1f}".format(val_result)
+        return f"{val_result:.1f}"
     return "None"
 
 
@@ -76,7 +77,7 @@ class TrainerBase:
         if self.__dict__.get("_scheds") is None:
             raise AttributeError("Cannot assign sched before super().__init__() call")
         if name in self._models:
-            raise ValueError("Found duplicate model names: {!r} is already registered".format(name))
+            raise ValueError(f"Found duplicate model names: {name!r} is already registered")
 
         self._models[name] = model
         self._optims[name] = optim
@@ -90,7 +91,7 @@ class TrainerBase:
         names = tolist_if_not(names)
         for name in names:
             if name not in registered:
-                raise KeyError("Model {!r} is not registered (registered: {})".format(name, registered))
+                raise KeyError(f"Model {name!r} is not registered (registered: {registered})")
         return names
 
     def save_model(self, epoch, directory, is_best=False, val_result=None, model_name=""):
@@ -157,11 +158,12 @@ class TrainerBase:
         ]
         if unsynced:
             raise ConfigError(
-                "{} cannot train in a distributed (torchrun) run: the trainable parameters of {} are "
+                f"{type(self).__name__} cannot train in a distributed (torchrun) run: the trainable "
+                f"parameters of {unsynced} are "
                 "not wrapped in DistributedDataParallel, so each process would update its own copy. "
                 "In build_model, wrap the module that the training forward calls with "
                 "self.wrap_ddp(module) and call the returned module in forward_backward "
-                "(docs/engine.md), or run a single process.".format(type(self).__name__, unsynced)
+                "(docs/engine.md), or run a single process."
             )
 
     def resume_model_if_exist(self, directory):
@@ -203,7 +205,7 @@ class TrainerBase:
     def set_model_mode(self, mode="train", names=None):
         """``train`` -> ``.train()``; ``test``/``eval`` -> ``.eval()`` on the registered modules."""
         if mode not in ("train", "test", "eval"):
-            raise KeyError("Unknown model mode {!r}: expected train, test or eval".format(mode))
+            raise KeyError(f"Unknown model mode {mode!r}: expected train, test or eval")
         for name in self.get_model_names(names):
             self._models[name].train(mode == "train")
 
@@ -334,11 +336,7 @@ class SimpleTrainer(TrainerBase):
     @staticmethod
     def _check_engine_cfg(cfg):
         if cfg.TEST.FINAL_MODEL not in FINAL_MODEL_CHOICES:
-            raise ValueError(
-                "TEST.FINAL_MODEL must be one of {}, but got {!r}".format(
-                    FINAL_MODEL_CHOICES, cfg.TEST.FINAL_MODEL
-                )
-            )
+            raise ValueError(f"TEST.FINAL_MODEL must be one of {FINAL_MODEL_CHOICES}, but got {cfg.TEST.FINAL_MODEL!r}")
 
     def build_data_loader(self):
         """Create the DataManager (``self.dm``) and copy its loaders and dataset facts.
@@ -366,17 +364,17 @@ class SimpleTrainer(TrainerBase):
             return
         if val is test or [item.impath for item in val] == [item.impath for item in test]:
             print(
-                "Warning: TEST.FINAL_MODEL is best_val, but the val split of {} is its test split: the "
+                f"Warning: TEST.FINAL_MODEL is best_val, but the val split of {self.cfg.DATASET.NAME} is "
+                "its test split: the "
                 "model is selected on test data, and the whole test set is evaluated every "
-                "epoch".format(self.cfg.DATASET.NAME)
+                "epoch"
             )
 
     def build_model(self):
         """Hook: build the model(s) and call ``register_model``. Trainers must override it
         (Dassl.pytorch's default SimpleNet model is not part of this engine)."""
         raise NotImplementedError(
-            "{} must override build_model() and register its model(s) with "
-            "register_model()".format(type(self).__name__)
+            f"{type(self).__name__} must override build_model() and register its model(s) with register_model()"
         )
 
     def train(self):
@@ -431,9 +429,7 @@ class SimpleTrainer(TrainerBase):
             curr_result = self.test(split="val")
             if curr_result > self.best_result:
                 self.best_result = curr_result
-                self.save_model(
-                    self.epoch, self.output_dir, val_result=curr_result, model_name=BEST_MODEL_NAME
-                )
+                self.save_model(self.epoch, self.output_dir, val_result=curr_result, model_name=BEST_MODEL_NAME)
 
         if meet_checkpoint_freq or last_epoch:
             self.save_model(self.epoch, self.output_dir)

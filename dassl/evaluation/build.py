@@ -8,5 +8,5 @@ def build_evaluator(cfg, **kwargs):
     avai_evaluators = EVALUATOR_REGISTRY.registered_names()
     check_availability(cfg.TEST.EVALUATOR, avai_evaluators, what="evaluator (TEST.EVALUATOR)")
     if cfg.VERBOSE:
-        print("Loading evaluator: {}".format(cfg.TEST.EVALUATOR))
+        print(f"Loading evaluator: {cfg.TEST.EVALUATOR}")
     return EVALUATOR_REGISTRY.get(cfg.TEST.EVALUATOR)(cfg, **kwargs)

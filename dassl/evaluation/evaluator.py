@@ -1,4 +1,5 @@
 """The ``Classification`` evaluator (dassl-api §5.9)."""
+
 import os.path as osp
 from collections import OrderedDict
 
@@ -128,12 +129,7 @@ class Classification(EvaluatorBase):
             acc = 100.0 * correct / total
             accs.append(acc)
             classname = self._lab2cname[label]
-            print(
-                f"* class: {label} ({classname})\t"
-                f"total: {total:,}\t"
-                f"correct: {correct:,}\t"
-                f"acc: {acc:.1f}%"
-            )
+            print(f"* class: {label} ({classname})\ttotal: {total:,}\tcorrect: {correct:,}\tacc: {acc:.1f}%")
         mean_acc = np.mean(accs)
         print(f"* average: {mean_acc:.1f}%")
         return mean_acc

@@ -9,6 +9,7 @@ Differences from Dassl.pytorch, all required by the spec:
   another optimizer), so the lr keeps following the schedule after a resume. It also accepts
   Dassl.pytorch's state, where ``"successor"`` is a pickled scheduler object.
 """
+
 import torch
 from torch.optim.lr_scheduler import LRScheduler
 
@@ -53,11 +54,7 @@ class _BaseWarmupScheduler(LRScheduler):
 
     def state_dict(self):
         """Plain data: this scheduler's numbers plus ``"successor"``: the successor's state_dict."""
-        state = {
-            key: value
-            for key, value in self.__dict__.items()
-            if key not in ("optimizer", "successor")
-        }
+        state = {key: value for key, value in self.__dict__.items() if key not in ("optimizer", "successor")}
         state["successor"] = self.successor.state_dict()
         return state
 
@@ -71,9 +68,7 @@ class _BaseWarmupScheduler(LRScheduler):
         if isinstance(successor_state, LRScheduler):
             # Dassl.pytorch pickles the successor itself, bound to a copy of the optimizer; take
             # only its numbers.
-            successor_state = {
-                key: value for key, value in vars(successor_state).items() if key != "optimizer"
-            }
+            successor_state = {key: value for key, value in vars(successor_state).items() if key != "optimizer"}
         super().load_state_dict(state)
         self.successor.load_state_dict(successor_state)
 
@@ -108,17 +103,14 @@ def _main_scheduler(optimizer, optim_cfg):
     max_epoch = optim_cfg.MAX_EPOCH
 
     if lr_scheduler not in AVAI_SCHEDS:
-        raise ValueError(
-            "OPTIM.LR_SCHEDULER must be one of {}, but got {!r}".format(AVAI_SCHEDS, lr_scheduler)
-        )
+        raise ValueError(f"OPTIM.LR_SCHEDULER must be one of {AVAI_SCHEDS}, but got {lr_scheduler!r}")
 
     if lr_scheduler == "single_step":
         if isinstance(stepsize, (list, tuple)):
             stepsize = stepsize[-1]
         if not isinstance(stepsize, int):
             raise TypeError(
-                "For single_step lr_scheduler, OPTIM.STEPSIZE must be an integer, but got "
-                "{}".format(type(stepsize))
+                f"For single_step lr_scheduler, OPTIM.STEPSIZE must be an integer, but got {type(stepsize)}"
             )
         if stepsize <= 0:
             stepsize = max_epoch
@@ -126,13 +118,8 @@ def _main_scheduler(optimizer, optim_cfg):
 
     if lr_scheduler == "multi_step":
         if not isinstance(stepsize, (list, tuple)):
-            raise TypeError(
-                "For multi_step lr_scheduler, OPTIM.STEPSIZE must be a list, but got "
-                "{}".format(type(stepsize))
-            )
-        return torch.optim.lr_scheduler.MultiStepLR(
-            optimizer, milestones=list(stepsize), gamma=optim_cfg.GAMMA
-        )
+            raise TypeError(f"For multi_step lr_scheduler, OPTIM.STEPSIZE must be a list, but got {type(stepsize)}")
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(stepsize), gamma=optim_cfg.GAMMA)
 
     return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=float(max_epoch))
 
@@ -149,18 +136,10 @@ def build_lr_scheduler(optimizer, optim_cfg):
             scheduler.last_epoch = optim_cfg.WARMUP_EPOCH
 
         if optim_cfg.WARMUP_TYPE == "constant":
-            scheduler = ConstantWarmupScheduler(
-                optimizer, scheduler, optim_cfg.WARMUP_EPOCH, optim_cfg.WARMUP_CONS_LR
-            )
+            scheduler = ConstantWarmupScheduler(optimizer, scheduler, optim_cfg.WARMUP_EPOCH, optim_cfg.WARMUP_CONS_LR)
         elif optim_cfg.WARMUP_TYPE == "linear":
-            scheduler = LinearWarmupScheduler(
-                optimizer, scheduler, optim_cfg.WARMUP_EPOCH, optim_cfg.WARMUP_MIN_LR
-            )
+            scheduler = LinearWarmupScheduler(optimizer, scheduler, optim_cfg.WARMUP_EPOCH, optim_cfg.WARMUP_MIN_LR)
         else:
-            raise ValueError(
-                "OPTIM.WARMUP_TYPE must be constant or linear, but got {!r}".format(
-                    optim_cfg.WARMUP_TYPE
-                )
-            )
+            raise ValueError(f"OPTIM.WARMUP_TYPE must be constant or linear, but got {optim_cfg.WARMUP_TYPE!r}")
 
     return scheduler

@@ -1,4 +1,5 @@
 """``build_optimizer`` (dassl-api §5.6)."""
+
 import warnings
 
 import torch
@@ -14,7 +15,7 @@ def _staged_param_groups(model, optim_cfg):
     if not isinstance(model, nn.Module):
         raise TypeError(
             "When OPTIM.STAGED_LR is True, the model given to build_optimizer() must be an "
-            "nn.Module, got {}".format(type(model))
+            f"nn.Module, got {type(model)}"
         )
     if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
         model = model.module
@@ -23,13 +24,14 @@ def _staged_param_groups(model, optim_cfg):
     if isinstance(new_layers, str):
         new_layers = [new_layers]
     if not new_layers:
-        warnings.warn("OPTIM.STAGED_LR is True but OPTIM.NEW_LAYERS is empty: every layer gets the base lr")
+        warnings.warn(
+            "OPTIM.STAGED_LR is True but OPTIM.NEW_LAYERS is empty: every layer gets the base lr", stacklevel=2
+        )
     children = [name for name, _ in model.named_children()]
     unknown = [name for name in new_layers if name not in children]
     if unknown:
         raise ValueError(
-            "OPTIM.NEW_LAYERS names {}, which are not top-level children of the model "
-            "(children: {})".format(unknown, children)
+            f"OPTIM.NEW_LAYERS names {unknown}, which are not top-level children of the model (children: {children})"
         )
 
     base_params, new_params = [], []
@@ -58,14 +60,12 @@ def build_optimizer(model, optim_cfg, param_groups=None):
     optim = optim_cfg.NAME
     if optim not in AVAI_OPTIMS:
         raise ValueError(
-            "OPTIM.NAME must be one of {}, but got {!r} (Dassl's radam is not implemented)".format(
-                AVAI_OPTIMS, optim
-            )
+            f"OPTIM.NAME must be one of {AVAI_OPTIMS}, but got {optim!r} (Dassl's radam is not implemented)"
         )
 
     if param_groups is not None and optim_cfg.STAGED_LR:
         warnings.warn(
-            "OPTIM.STAGED_LR will be ignored as the param_groups given to build_optimizer() are used"
+            "OPTIM.STAGED_LR will be ignored as the param_groups given to build_optimizer() are used", stacklevel=2
         )
 
     if param_groups is None:
@@ -81,9 +81,7 @@ def build_optimizer(model, optim_cfg, param_groups=None):
     betas = (optim_cfg.ADAM_BETA1, optim_cfg.ADAM_BETA2)
 
     if optim in ("adam", "amsgrad"):
-        return torch.optim.Adam(
-            param_groups, lr=lr, weight_decay=weight_decay, betas=betas, amsgrad=optim == "amsgrad"
-        )
+        return torch.optim.Adam(param_groups, lr=lr, weight_decay=weight_decay, betas=betas, amsgrad=optim == "amsgrad")
     if optim == "sgd":
         return torch.optim.SGD(
             param_groups,

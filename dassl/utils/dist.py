@@ -10,6 +10,7 @@ unaffected.
 ``torchrun_session`` (used by train.py) creates the process group from the environment that
 ``torchrun`` sets (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``).
 """
+
 import contextlib
 import os
 import random

@@ -2,6 +2,7 @@
 
 stderr is not captured (as upstream): progress bars, warnings and tracebacks stay out of the log.
 """
+
 import os
 import os.path as osp
 import sys

@@ -1,4 +1,5 @@
 """Running averages for the training log line (Dassl's ``dassl.utils.meters``)."""
+
 from collections import defaultdict
 
 import torch

@@ -1,4 +1,5 @@
 """Progress bars that a person watching a terminal sees and log files never contain."""
+
 import sys
 
 from tqdm import tqdm

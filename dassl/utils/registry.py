@@ -1,4 +1,5 @@
 """Name -> object registries (Dassl's ``dassl.utils.registry``)."""
+
 import difflib
 
 __all__ = ["Registry", "UnavailableChoiceError", "check_availability"]
@@ -23,9 +24,7 @@ class Registry:
 
     def _do_register(self, name, obj, force=False):
         if name in self._obj_map and not force:
-            raise KeyError(
-                'An object named "{}" was already registered in "{}" registry'.format(name, self._name)
-            )
+            raise KeyError(f'An object named "{name}" was already registered in "{self._name}" registry')
         self._obj_map[name] = obj
 
     def register(self, obj=None, force=False):
@@ -43,7 +42,7 @@ class Registry:
 
     def get(self, name):
         if name not in self._obj_map:
-            raise KeyError('Object name "{}" does not exist in "{}" registry'.format(name, self._name))
+            raise KeyError(f'Object name "{name}" does not exist in "{self._name}" registry')
         return self._obj_map[name]
 
     def registered_names(self):
@@ -63,14 +62,14 @@ def check_availability(requested, available, what=""):
     ``what`` (e.g. ``"trainer (TRAINER.NAME)"``) prefixes the message with what was looked up.
     """
     if not isinstance(available, (list, tuple)):
-        raise TypeError("available must be a list or tuple, but got {}".format(type(available)))
+        raise TypeError(f"available must be a list or tuple, but got {type(available)}")
 
     if requested not in available:
         closest = difflib.get_close_matches(requested, available, n=1, cutoff=0.0)
         closest = closest[0] if closest else ""
-        message = "The requested one is expected to belong to {}, but got [{}] (do you mean [{}]?)".format(
-            available, requested, closest
+        message = (
+            f"The requested one is expected to belong to {available}, but got [{requested}] (do you mean [{closest}]?)"
         )
         if what:
-            message = "Unknown {}: {}".format(what, message)
+            message = f"Unknown {what}: {message}"
         raise UnavailableChoiceError(message)

@@ -1,4 +1,5 @@
 """Small file-system and reproducibility helpers (Dassl's ``dassl.utils.tools``)."""
+
 import errno
 import json
 import os
@@ -38,13 +39,13 @@ def check_isfile(fpath):
     """Return whether ``fpath`` is a file, warning (not raising) when it is not."""
     isfile = osp.isfile(fpath)
     if not isfile:
-        warnings.warn('No file found at "{}"'.format(fpath))
+        warnings.warn(f'No file found at "{fpath}"', stacklevel=2)
     return isfile
 
 
 def read_json(fpath):
     """Load a JSON file."""
-    with open(fpath, "r") as f:
+    with open(fpath) as f:
         return json.load(f)
 
 
@@ -71,7 +72,7 @@ def collect_env_info():
     from torch.utils.collect_env import get_pretty_env_info
 
     env_str = get_pretty_env_info()
-    env_str += "\n        Pillow ({})".format(PIL.__version__)
+    env_str += f"\n        Pillow ({PIL.__version__})"
     return env_str
 
 
@@ -92,9 +93,9 @@ def read_image(path):
         with Image.open(path) as img:
             return img.convert("RGB")
     except FileNotFoundError:
-        raise FileNotFoundError('Image not found: "{}"'.format(path)) from None
+        raise FileNotFoundError(f'Image not found: "{path}"') from None
     except (OSError, ValueError, Image.DecompressionBombError) as e:
-        raise OSError('Cannot decode image "{}": {}'.format(path, e)) from e
+        raise OSError(f'Cannot decode image "{path}": {e}') from e
 
 
 def tolist_if_not(x):

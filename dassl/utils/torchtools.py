@@ -5,6 +5,7 @@ written by Dassl.pytorch pickle scheduler (and optimizer) objects; ``load_checkp
 through a documented fallback to ``weights_only=False`` that prints a line naming the file. Set the
 environment variable ``DASSL_ALLOW_UNSAFE_LOAD=0`` to refuse such files instead (dassl-api §9.2).
 """
+
 import os
 import os.path as osp
 import pickle
@@ -47,7 +48,7 @@ class UnsafeCheckpointError(pickle.UnpicklingError):
 
 def model_file_name(epoch=None):
     """``model-best.pth.tar`` without an epoch, else ``model.pth.tar-{epoch}``."""
-    return BEST_MODEL_NAME if epoch is None else "model.pth.tar-{}".format(epoch)
+    return BEST_MODEL_NAME if epoch is None else f"model.pth.tar-{epoch}"
 
 
 def _describe_model_dir(model_dir):
@@ -61,7 +62,7 @@ def _describe_model_dir(model_dir):
         if BEST_MODEL_NAME in files:
             found.append(BEST_MODEL_NAME)
         if not found:
-            return '"{}" holds no model file'.format(model_dir)
+            return f'"{model_dir}" holds no model file'
         return '"{}" holds {}'.format(model_dir, " and ".join(found))
 
     missing, parent = model_dir, osp.dirname(model_dir)
@@ -83,9 +84,7 @@ def find_model_file(directory, name, epoch=None):
     model_dir = osp.join(directory, name)
     fpath = osp.join(model_dir, model_file_name(epoch))
     if not osp.isfile(fpath):
-        raise CheckpointNotFoundError(
-            "No model at {}: {}".format(fpath, _describe_model_dir(model_dir))
-        )
+        raise CheckpointNotFoundError(f"No model at {fpath}: {_describe_model_dir(model_dir)}")
     return fpath
 
 
@@ -103,8 +102,7 @@ def save_checkpoint(state, save_dir, is_best=False, remove_module_from_keys=True
 
     if remove_module_from_keys:
         state["state_dict"] = OrderedDict(
-            (k[len("module."):] if k.startswith("module.") else k, v)
-            for k, v in state["state_dict"].items()
+            (k[len("module.") :] if k.startswith("module.") else k, v) for k, v in state["state_dict"].items()
         )
 
     if not model_name:
@@ -114,12 +112,12 @@ def save_checkpoint(state, save_dir, is_best=False, remove_module_from_keys=True
     print(f"Checkpoint saved to {fpath}")
 
     with open(osp.join(save_dir, "checkpoint"), "w") as f:
-        f.write("{}\n".format(osp.basename(fpath)))
+        f.write(f"{osp.basename(fpath)}\n")
 
     if is_best:
         best_fpath = osp.join(save_dir, BEST_MODEL_NAME)
         _write_atomically(best_fpath, lambda tmp_fpath: shutil.copyfile(fpath, tmp_fpath))
-        print('Best checkpoint saved to "{}"'.format(best_fpath))
+        print(f'Best checkpoint saved to "{best_fpath}"')
 
 
 def _write_atomically(fpath, write):
@@ -139,16 +137,15 @@ def _torch_load(fpath, map_location, **pickle_load_args):
     except pickle.UnpicklingError as e:
         if not _unsafe_load_allowed():
             raise UnsafeCheckpointError(
-                'Checkpoint "{}" holds pickled Python objects (as files written by Dassl.pytorch '
+                f'Checkpoint "{fpath}" holds pickled Python objects (as files written by Dassl.pytorch '
                 "do) and cannot be loaded with weights_only=True; the weights_only=False fallback "
-                "is disabled by {}=0. Set {}=1 to load a file you trust. torch said: {}".format(
-                    fpath, UNSAFE_LOAD_ENV, UNSAFE_LOAD_ENV, str(e).splitlines()[0]
-                )
+                f"is disabled by {UNSAFE_LOAD_ENV}=0. Set {UNSAFE_LOAD_ENV}=1 to load a file you trust. "
+                f"torch said: {str(e).splitlines()[0]}"
             ) from e
     print(
-        'Loading "{}" with the unsafe loader (weights_only=False): it holds pickled Python objects, '
-        "as checkpoints written by Dassl.pytorch do. Load only files you trust; {}=0 refuses "
-        "them.".format(fpath, UNSAFE_LOAD_ENV)
+        f'Loading "{fpath}" with the unsafe loader (weights_only=False): it holds pickled Python objects, '
+        f"as checkpoints written by Dassl.pytorch do. Load only files you trust; {UNSAFE_LOAD_ENV}=0 refuses "
+        "them."
     )
     return torch.load(fpath, map_location=map_location, weights_only=False, **pickle_load_args)
 
@@ -168,7 +165,7 @@ def load_checkpoint(fpath):
     if fpath is None:
         raise ValueError("File path is None")
     if not osp.exists(fpath):
-        raise FileNotFoundError('File is not found at "{}"'.format(fpath))
+        raise FileNotFoundError(f'File is not found at "{fpath}"')
 
     map_location = None if torch.cuda.is_available() else "cpu"
     try:
@@ -178,7 +175,7 @@ def load_checkpoint(fpath):
             # Checkpoints pickled by Python 2.
             return _torch_load(fpath, map_location, encoding="latin1")
     except Exception:
-        print('Unable to load checkpoint from "{}"'.format(fpath))
+        print(f'Unable to load checkpoint from "{fpath}"')
         raise
 
 
@@ -191,14 +188,14 @@ def resume_from_checkpoint(fdir, model, optimizer=None, scheduler=None):
     pointer = osp.join(fdir, "checkpoint")
     if not osp.isfile(pointer):
         raise FileNotFoundError(
-            'Cannot resume from "{}": it has no "checkpoint" file naming the model file to load '
-            "(delete the folder to train from scratch)".format(fdir)
+            f'Cannot resume from "{fdir}": it has no "checkpoint" file naming the model file to load '
+            "(delete the folder to train from scratch)"
         )
-    with open(pointer, "r") as checkpoint:
+    with open(pointer) as checkpoint:
         model_name = checkpoint.readlines()[0].strip("\n")
         fpath = osp.join(fdir, model_name)
 
-    print('Loading checkpoint from "{}"'.format(fpath))
+    print(f'Loading checkpoint from "{fpath}"')
     checkpoint = load_checkpoint(fpath)
     model.load_state_dict(checkpoint["state_dict"])
     print("Loaded model weights")
@@ -212,7 +209,7 @@ def resume_from_checkpoint(fdir, model, optimizer=None, scheduler=None):
         print("Loaded scheduler")
 
     start_epoch = checkpoint["epoch"]
-    print("Previous epoch: {}".format(start_epoch))
+    print(f"Previous epoch: {start_epoch}")
 
     return start_epoch
 
@@ -228,7 +225,7 @@ def load_pretrained_weights(model, weight_path):
 
     for k, v in state_dict.items():
         if k.startswith("module."):
-            k = k[len("module."):]
+            k = k[len("module.") :]
 
         if k in model_dict and model_dict[k].size() == v.size():
             new_state_dict[k] = v
@@ -240,7 +237,7 @@ def load_pretrained_weights(model, weight_path):
     model.load_state_dict(model_dict)
 
     if len(matched_layers) == 0:
-        warnings.warn(f"Cannot load {weight_path} (check the key names manually)")
+        warnings.warn(f"Cannot load {weight_path} (check the key names manually)", stacklevel=2)
     else:
         print(f"Successfully loaded pretrained weights from {weight_path}")
         if len(discarded_layers) > 0:
