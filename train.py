@@ -23,7 +23,7 @@ import torch.distributed as dist
 from yacs.config import CfgNode as CN
 
 import datasets  # noqa: F401  (registers the datasets)
-import trainers  # noqa: F401  (registers the trainers)
+import trainers  # registers the trainers; adds their config nodes
 from clip import CLIPWeightsError
 from dassl.config import ConfigError, get_cfg_default, merge_config_file, merge_config_opts
 from dassl.data.datasets import DatasetLayoutError
@@ -41,7 +41,6 @@ from dassl.utils import (
     setup_logger,
     torchrun_session,
 )
-from trainers.align import add_align_config
 
 
 class CommandLineError(ValueError):
@@ -139,21 +138,8 @@ def extend_cfg(cfg):
     cfg.TRAINER.VPT.PREC = "fp16"  # fp16, fp32, amp or bf16
     cfg.TRAINER.VPT.PROMPT_DEPTH_VISION = 1  # vision layers that get prompts (1 = shallow VPT)
 
-    # MMP: the official ALIGN code's keys (multi-mode prompts aligned by optimal transport).
-    cfg.TRAINER.MMP = CN()
-    cfg.TRAINER.MMP.N_CTX = 2  # prompt length
-    cfg.TRAINER.MMP.CTX_INIT = "a photo of a"  # words that initialise the text prompts
-    cfg.TRAINER.MMP.PREC = "fp16"  # fp16, fp32, amp or bf16
-    cfg.TRAINER.MMP.TEXT_PROMPT_DEPTH = 1  # text layers that get prompts
-    cfg.TRAINER.MMP.VISION_PROMPT_DEPTH = 1  # never read by the official code; kept for its YAMLs
-    cfg.TRAINER.MMP.TEXT_PROMPT_NUMBER = 4  # number of text prompts (T)
-    cfg.TRAINER.MMP.VISION_PROMPT_NUMBER = 4  # number of vision prompts (V)
-    cfg.TRAINER.MMP.HIERARCHICAL = True  # token-level OT inside the prompt-level OT
-    cfg.TRAINER.MMP.USECT = True  # the official default (its branch is broken upstream, §9.22)
-
-    # ALIGN: this project's trainer; its node (the official MMP keys with the shipped recipe's
-    # values, plus the OT switches) is defined next to the method, in trainers/align.py.
-    add_align_config(cfg)
+    # ALIGN and its official name MMP: one node definition, next to the method (trainers/align.py).
+    trainers.add_method_configs(cfg)
 
     cfg.DATASET.SUBSAMPLE_CLASSES = "all"  # all, base or new
 

@@ -180,7 +180,14 @@ def synchronize(device):
         torch.cuda.synchronize(device)
 
 
-REFERENCE_SWITCHES = {"text_tokens": "reference", "token_cost": "similarity", "token_weight": 1.0}
+REFERENCE_SWITCHES = {"text_tokens": "reference", "ot.token_cost": "similarity", "ot.token_weight": 1.0}
+
+
+def _setting(settings, name):
+    """An ALIGNSettings value by dotted name ("ot.token_cost")."""
+    for part in name.split("."):
+        settings = getattr(settings, part)
+    return settings
 
 
 class ReferenceALIGN(nn.Module):
@@ -195,9 +202,9 @@ class ReferenceALIGN(nn.Module):
     def __init__(self, settings, classnames, clip_model, prompt_learner, max_token_pairs=None):
         super().__init__()
         departures = {
-            name: getattr(settings, name)
+            name: _setting(settings, name)
             for name, value in REFERENCE_SWITCHES.items()
-            if getattr(settings, name) != value
+            if _setting(settings, name) != value
         }
         if departures:
             raise ValueError(
@@ -255,7 +262,7 @@ class ReferenceALIGN(nn.Module):
 
     def forward(self, image):
         """image: (B, 3, R, R) -> logits (B, C) float32; the text side is recomputed every call."""
-        s = self.settings
+        s = self.settings.ot
         img_global, img_tokens = self.encode_image(image)
         txt_global, txt_tokens = self.encode_text()
         logits, self.last_stats = reference_ot_logits(
@@ -265,8 +272,8 @@ class ReferenceALIGN(nn.Module):
             txt_tokens,
             self.clip.logit_scale.exp(),
             eps=s.eps,
-            max_iter=s.ot_max_iter,
-            thresh=s.ot_thresh,
+            max_iter=s.max_iter,
+            thresh=s.thresh,
             hierarchical=s.hierarchical,
             max_token_pairs=self.max_token_pairs,
         )

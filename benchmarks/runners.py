@@ -22,9 +22,9 @@ import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
 import clip
-from clip.model import CLIP
+from clip.model import CLIP, convert_weights
 from dassl.engine.precision import resolve_precision
-from trainers.align import ALIGNCLIP, ALIGNSettings, add_align_config, prompt_prefixes
+from trainers.align import ALIGNCLIP, ALIGNSettings, add_config, prompt_prefixes
 from trainers.ot import hierarchical_ot_logits, token_chunk_classes
 
 from .measure import PeakMemory, median, release_freed_heap, timed
@@ -98,7 +98,7 @@ def align_settings(precision, depth, ot_memory_mb):
     """ALIGNSettings of the shipped config (T = V = 4, n_ctx = 2, CTX_INIT "a photo of a")."""
     cfg = CN()
     cfg.TRAINER = CN()
-    add_align_config(cfg)
+    add_config(cfg)
     cfg.TRAINER.ALIGN.PREC = precision
     cfg.TRAINER.ALIGN.TEXT_PROMPT_DEPTH = depth
     cfg.TRAINER.ALIGN.VISION_PROMPT_DEPTH = depth
@@ -118,9 +118,23 @@ class Backbones:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(self.seed)
                 model = CLIP(**asdict(self.dims))
-            model = model.to(self.device, weight_dtype).eval().requires_grad_(False)
+            if weight_dtype != torch.float32:  # the trainers' storage: OpenAI's mixed precision
+                convert_weights(model, weight_dtype)
+            model = model.to(self.device).eval().requires_grad_(False)
             self._models[weight_dtype] = model
         return self._models[weight_dtype]
+
+
+def count_calls(obj, name):
+    """Wrap ``obj.<name>`` on the instance; returns the list that gets one entry per call."""
+    calls, method = [], getattr(obj, name)
+
+    def counted(*args, **kwargs):
+        calls.append(None)
+        return method(*args, **kwargs)
+
+    setattr(obj, name, counted)
+    return calls
 
 
 def build_pair(case, options, backbones):
@@ -338,7 +352,7 @@ def measure_eval(case, options, backbones, progress):
     def reference_evaluation(batches):
         return evaluate(reference, batches, lambda: tally.add(reference.last_stats))
 
-    calls_before = project.text_encoder_calls
+    text_encodings = count_calls(project, "encode_text")
     results = measure_sides(
         {
             "project": Side(lambda: project_evaluation(batches), lambda: project_evaluation(batches[:1])),
@@ -354,9 +368,7 @@ def measure_eval(case, options, backbones, progress):
             results[side]["images_per_second"] = images / results[side]["median_s"]
     if "median_s" in results["project"]:
         evaluations = options.warmup + options.repeats
-        results["project"]["text_encoder_calls_per_evaluation"] = (
-            project.text_encoder_calls - calls_before
-        ) / evaluations
+        results["project"]["text_encoder_calls_per_evaluation"] = len(text_encodings) / evaluations
     results["precision_effective"] = precision.name
     return results
 
@@ -374,14 +386,14 @@ def measure_ot(case, options, progress):
     """
     device = torch.device(options.device)
     settings = align_settings(case.precision, options.depth, options.ot_memory_mb)
-    prefixes, _ = prompt_prefixes(settings.ctx_init, settings.n_ctx, settings.n_text_prompts)
+    prefixes, _ = prompt_prefixes(settings.ctx_init, settings.n_ctx, settings.n_prompts)
     names = class_names(case.classes)
     lengths = kept_token_lengths(names, prefixes[0])
     img_len = options.dims.image_tokens + settings.n_ctx
     inputs = synthetic_ot_inputs(
         case.batch,
         case.classes,
-        settings.n_text_prompts,
+        settings.n_prompts,
         img_len,
         options.dims.embed_dim,
         lengths,
@@ -389,9 +401,8 @@ def measure_ot(case, options, progress):
         device=device,
     )
     logit_scale = torch.tensor(LOGIT_SCALE, device=device)
-    solver = dict(
-        eps=settings.eps, max_iter=settings.ot_max_iter, thresh=settings.ot_thresh, hierarchical=settings.hierarchical
-    )
+    ot = settings.ot
+    solver = dict(eps=ot.eps, max_iter=ot.max_iter, thresh=ot.thresh, hierarchical=ot.hierarchical)
     outputs = {}
     tally = ReferenceTally()
 
@@ -403,10 +414,7 @@ def measure_ot(case, options, progress):
             inputs["txt_tokens"],
             inputs["txt_token_mask"],
             logit_scale,
-            token_cost=settings.token_cost,
-            token_weight=settings.token_weight,
-            memory_budget_mb=settings.ot_memory_mb,
-            **solver,
+            ot,
         )
         return 0.0
 
@@ -435,8 +443,8 @@ def measure_ot(case, options, progress):
     results["shapes"] = {
         "B": case.batch,
         "C": case.classes,
-        "V": settings.n_vision_prompts,
-        "T": settings.n_text_prompts,
+        "V": settings.n_prompts,
+        "T": settings.n_prompts,
         "P": img_len,
         "D": options.dims.embed_dim,
         "L_c_min": min(lengths),
@@ -444,12 +452,12 @@ def measure_ot(case, options, progress):
     }
     results["project_classes_per_chunk"] = token_chunk_classes(
         case.batch,
-        settings.n_vision_prompts,
-        settings.n_text_prompts,
+        settings.n_prompts,
+        settings.n_prompts,
         img_len,
         max(lengths),
         options.dims.embed_dim,
-        settings.ot_memory_mb,
+        ot.memory_budget_mb,
     )
     if not results["reference"].get("extrapolated", True) and len(outputs) == 2:
         difference = (outputs["project"] - outputs["reference"]).abs().max()

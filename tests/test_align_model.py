@@ -15,7 +15,7 @@ import clip
 from clip.model import CLIP
 from tests.ot_oracle import reference_logits
 from tests.tiny_clip import tiny_vit_state_dict
-from trainers.align import ALIGNCLIP, ALIGNSettings, MultiModalPromptLearner, add_align_config
+from trainers.align import ALIGNCLIP, ALIGNSettings, MultiModalPromptLearner, add_config
 
 CLASSNAMES = ["cat", "dog_house", "big red fire truck"]
 N_CTX = 2
@@ -25,7 +25,7 @@ DEPTH = 3  # deep prompts enter blocks 1 and 2 of the 3-block towers
 def make_settings(n_prompts=4, depth=DEPTH, ctx_init="a photo of a", **align_keys):
     cfg = CN()
     cfg.TRAINER = CN()
-    add_align_config(cfg)
+    add_config(cfg)
     node = cfg.TRAINER.ALIGN
     node.N_CTX, node.CTX_INIT, node.TEXT_PROMPT_DEPTH = N_CTX, ctx_init, depth
     node.TEXT_PROMPT_NUMBER = node.VISION_PROMPT_NUMBER = n_prompts
@@ -149,9 +149,9 @@ def test_logits_equal_per_prompt_reference(
         txt_tokens,
         txt_mask,
         model.clip.logit_scale.exp(),
-        s.eps,
-        s.ot_max_iter,
-        s.ot_thresh,
+        s.ot.eps,
+        s.ot.max_iter,
+        s.ot.thresh,
         hierarchical,
         token_cost,
         0.7,
@@ -166,7 +166,7 @@ def test_logits_equal_per_prompt_reference(
 def test_text_token_slices_follow_prompt_zero(tiny_clip):
     """Reference mode keeps prompt 0's "of a" length for every prompt: the shorter prompts
     contribute their "." and EOT; per_prompt keeps each prompt's own words only."""
-    for mode, _expected_lengths in (("reference", None), ("per_prompt", None)):
+    for mode in ("reference", "per_prompt"):
         model = build_model(tiny_clip, TEXT_TOKENS=mode)
         with torch.no_grad():
             text = model.encode_text()

@@ -11,7 +11,7 @@ from dassl.config import ConfigError
 from dassl.data import build_data_loader
 from dassl.data.transforms import build_transform
 from dassl.engine import build_trainer
-from dassl.utils import set_random_seed
+from dassl.utils import CheckpointNotFoundError, set_random_seed
 from tests.engine_toys import make_toy_images, run_train_py
 from tests.tiny_clip import save_tiny_clip
 from trainers.align import ALIGNCLIP, LEARNER_NAME, ALIGNSettings
@@ -180,15 +180,17 @@ def test_official_full_model_checkpoint_loads(trained, data_root, clip_path, tmp
 
 def test_missing_model_file_is_named(trained, data_root, clip_path, tmp_path):
     fresh = build(align_argv(data_root, tmp_path, clip_path, extra_flags=["--eval-only"]))
-    with pytest.raises(FileNotFoundError, match=r"Model not found at \".*model.pth.tar-3\""):
+    with pytest.raises(CheckpointNotFoundError, match=r"No model at .*model.pth.tar-3: .* holds saved epochs 8"):
         fresh.load_model(str(trained[1]), epoch=3)
 
 
-def test_evaluation_encodes_the_text_once(trained):
+def test_evaluation_encodes_the_text_once(trained, monkeypatch):
     trainer = trained[0]
-    calls = trainer.model.text_encoder_calls
+    calls = []
+    encode_text = trainer.model.encode_text
+    monkeypatch.setattr(trainer.model, "encode_text", lambda: calls.append(1) or encode_text())
     accuracy = trainer.test()
-    assert trainer.model.text_encoder_calls == calls + 1
+    assert len(calls) == 1
     assert len(trainer.test_loader) == 3  # three batches share the one text encoding
     assert 0.0 <= accuracy <= 100.0
 
@@ -233,8 +235,8 @@ def test_mmp_alias_reads_the_official_keys(data_root, clip_path, tmp_path):
     assert "T = V = 2, n_ctx = 2, depth = 3" in (tmp_path / "log.txt").read_text()
 
 
-def test_mmp_default_usect_is_rejected_cleanly(data_root, clip_path, tmp_path, capsys):
-    argv = align_argv(data_root, tmp_path, clip_path, trainer="MMP", node="MMP")
+def test_mmp_usect_is_rejected_cleanly(data_root, clip_path, tmp_path, capsys):
+    argv = align_argv(data_root, tmp_path, clip_path, "TRAINER.MMP.USECT", "True", trainer="MMP", node="MMP")
     assert run_train_py(argv) == 1
     assert "Error: TRAINER.MMP.USECT True is not supported" in capsys.readouterr().out
 
@@ -276,7 +278,7 @@ def test_shipped_configs_load_and_validate(config):
     settings = ALIGNSettings.from_cfg(cfg, node)
     assert cfg.MODEL.BACKBONE.NAME == "ViT-B/16" and cfg.OPTIM.MAX_EPOCH in (20, 30, 50, 80)
     assert (settings.n_ctx, settings.depth, settings.prec) == (2, 9, "fp16")
-    assert settings.n_text_prompts == (2 if "sun397" in config else 4)
+    assert settings.n_prompts == (2 if "sun397" in config else 4)
 
 
 def test_input_size_must_match_the_backbone(data_root, clip_path, tmp_path):

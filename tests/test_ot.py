@@ -1,21 +1,20 @@
-"""Tests for trainers/ot.py against the loop oracle (tests/ot_oracle.py) and POT.
+"""Tests for trainers/ot.py (token level, hierarchical logits) against the loop oracle (tests/ot_oracle.py).
 
 Runs on CPU; set ALIGN_TEST_DEVICE=cuda to run the same checks on a GPU.
 """
 
 import os
 
-import numpy as np
-import ot as pot
 import pytest
 import torch
 
-from tests.ot_oracle import reference_logits, reference_padded_sinkhorn, reference_token_similarity
+from tests.ot_oracle import reference_logits, reference_token_similarity
 from trainers import ot
+from trainers import sinkhorn as solver
 from trainers.ot import (
     OTNumericalError,
+    OTSettings,
     hierarchical_ot_logits,
-    sinkhorn,
     token_chunk_classes,
     token_transport_similarity,
 )
@@ -54,176 +53,9 @@ def _inputs(seed, batch, classes, prompts, img_len=6, txt_len=5, dim=16, per_pro
     return {name: tensor.to(DEVICE) for name, tensor in tensors.items()}
 
 
-def _random_masks(generator, groups, problems, rows, cols):
-    row_mask = torch.rand(groups, problems, rows, generator=generator) > 0.3
-    col_mask = torch.rand(groups, problems, cols, generator=generator) > 0.3
-    row_mask[..., 0] = True
-    col_mask[..., -1] = True
-    return row_mask.to(DEVICE), col_mask.to(DEVICE)
-
-
 def _assert_logits_close(logits, expected):
     scale = expected.abs().max().item()
     assert (logits.double() - expected).abs().max().item() <= LOGIT_RTOL * scale
-
-
-# ------------------------------------------------------------------------------------------
-# sinkhorn
-# ------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("groups, problems, rows, cols", [(1, 1, 5, 7), (3, 4, 6, 5), (6, 2, 9, 3)])
-def test_sinkhorn_matches_oracle_with_padding(groups, problems, rows, cols):
-    generator = torch.Generator().manual_seed(groups * 100 + rows)
-    cost = torch.rand(groups, problems, rows, cols, generator=generator).to(DEVICE)
-    row_mask, col_mask = _random_masks(generator, groups, problems, rows, cols)
-    expected, _ = reference_padded_sinkhorn(cost, row_mask, col_mask, 0.1, 100, 0.01)
-    plan = sinkhorn(cost, row_mask, col_mask, eps=0.1, max_iter=100, thresh=0.01)
-    assert plan.dtype == torch.float32 and plan.shape == cost.shape
-    assert (plan.double() - expected).abs().max().item() <= PLAN_ATOL
-    padding = ~(row_mask[..., :, None] & col_mask[..., None, :])
-    assert torch.all(plan[padding] == 0)
-
-
-@pytest.mark.parametrize("check_interval", [None, 7])
-def test_groups_stopping_at_different_iterations_match_oracle(check_interval, monkeypatch):
-    if check_interval:  # as on accelerators: frozen groups run on between the host's checks
-        monkeypatch.setattr(ot, "_active_check_interval", lambda device: check_interval)
-    generator = torch.Generator().manual_seed(1)
-    cost = torch.rand(3, 4, 5, 6, generator=generator)
-    cost[0] = 0.5  # constant cost: the scalings are exact after one iteration, so it stops at 2
-    cost[2] += 2.0  # tiny kernel, huge scalings: |r - r_prev| stays above thresh until max_iter
-    cost = cost.to(DEVICE)
-    row_mask, col_mask = _random_masks(generator, 3, 4, 5, 6)
-    expected, iterations = reference_padded_sinkhorn(cost, row_mask, col_mask, 0.1, 40, 0.01)
-    assert iterations[0] == 2 and 2 < iterations[1] < 40 and iterations[2] == 40
-    plan = sinkhorn(cost, row_mask, col_mask, eps=0.1, max_iter=40, thresh=0.01)
-    assert (plan.double() - expected).abs().max().item() <= PLAN_ATOL
-    for g in range(3):  # each group equals solving it alone
-        alone = sinkhorn(cost[g : g + 1], row_mask[g : g + 1], col_mask[g : g + 1], eps=0.1, max_iter=40, thresh=0.01)
-        assert torch.allclose(alone, plan[g : g + 1], rtol=0, atol=1e-7)
-
-
-@pytest.mark.parametrize("rows, cols, eps", [(5, 7, 0.1), (8, 3, 0.05), (1, 4, 0.2)])
-def test_sinkhorn_at_convergence_matches_pot(rows, cols, eps):
-    generator = torch.Generator().manual_seed(rows * cols)
-    cost = torch.rand(rows, cols, generator=generator, dtype=torch.float64)
-    expected = pot.sinkhorn(
-        np.full(rows, 1 / rows), np.full(cols, 1 / cols), cost.numpy(), eps, numItermax=100000, stopThr=1e-14
-    )
-    plan = sinkhorn(cost[None, None].to(DEVICE), eps=eps, max_iter=3000, thresh=0.0)
-    assert np.abs(plan[0, 0].double().cpu().numpy() - expected).max() <= PLAN_ATOL
-
-
-def _underflowing_cost(generator, rows, cols):
-    """Costs where row 0 is >= 1.5 everywhere: with eps = 0.01 its float32 kernel row is all 0."""
-    cost = torch.rand(rows, cols, generator=generator, dtype=torch.float64)
-    cost[0] += 1.5
-    return cost
-
-
-def test_underflowing_kernel_gives_the_log_domain_plan():
-    generator = torch.Generator().manual_seed(2)
-    cost = _underflowing_cost(generator, 5, 7)
-    all_rows, all_cols = ot._all_real(1, 1, 5, DEVICE), ot._all_real(1, 1, 7, DEVICE)
-    kernel = cost[None, None].float().to(DEVICE).div(-0.01).exp()
-    plain = ot._plain_sinkhorn(kernel, all_rows, all_cols, 100, 0.01)
-    assert not torch.isfinite(plain).all()  # the reference returns a non-plan here
-
-    converged = sinkhorn(cost[None, None].to(DEVICE), eps=0.01, max_iter=1500, thresh=0.0)[0, 0]
-    expected = pot.sinkhorn(
-        np.full(5, 1 / 5),
-        np.full(7, 1 / 7),
-        cost.numpy(),
-        0.01,
-        method="sinkhorn_log",
-        numItermax=100000,
-        stopThr=1e-14,
-    )
-    assert np.allclose(converged.double().cpu().numpy(), expected, rtol=1e-4, atol=1e-7)
-    assert torch.allclose(converged.sum(1), torch.full((5,), 1 / 5, device=DEVICE), atol=1e-6)
-    assert torch.allclose(converged.sum(0), torch.full((7,), 1 / 7, device=DEVICE), atol=1e-6)
-
-    # With the reference stopping rule: still a plan (exact columns, every row carries mass).
-    plan = sinkhorn(cost[None, None].to(DEVICE), eps=0.01, max_iter=100, thresh=0.01)[0, 0]
-    assert torch.isfinite(plan).all() and (plan >= 0).all() and (plan.sum(1) > 0).all()
-    assert torch.allclose(plan.sum(0), torch.full((7,), 1 / 7, device=DEVICE), atol=1e-6)
-
-
-def test_only_failing_groups_switch_to_the_log_domain():
-    generator = torch.Generator().manual_seed(3)
-    cost = torch.rand(2, 3, 5, 7, generator=generator, dtype=torch.float64) * 0.2
-    cost[1, 1] = _underflowing_cost(generator, 5, 7)
-    cost = cost.to(DEVICE)
-    row_mask, col_mask = _random_masks(generator, 2, 3, 5, 7)
-    row_mask[1, 1, 0] = True  # keep the underflowing row real
-    plan = sinkhorn(cost, row_mask, col_mask, eps=0.01, max_iter=100, thresh=0.01)
-    expected, _ = reference_padded_sinkhorn(cost[:1], row_mask[:1], col_mask[:1], 0.01, 100, 0.01)
-    assert (plan[:1].double() - expected).abs().max().item() <= PLAN_ATOL
-    log_kernel = cost[1:].float() / -0.01
-    alone = ot._log_sinkhorn(log_kernel, row_mask[1:], col_mask[1:], 100, 0.01)
-    assert torch.allclose(plan[1:], alone, rtol=0, atol=1e-7)
-    assert torch.isfinite(plan).all()
-
-
-@pytest.mark.parametrize("check_interval", [None, 7])
-def test_log_domain_solver_follows_the_reference_rule(check_interval, monkeypatch):
-    """Where the plain kernel is fine, the log-domain solver stops at the same iteration."""
-    if check_interval:
-        monkeypatch.setattr(ot, "_active_check_interval", lambda device: check_interval)
-    generator = torch.Generator().manual_seed(4)
-    cost = torch.rand(5, 3, 6, 5, generator=generator).to(DEVICE)
-    row_mask, col_mask = _random_masks(generator, 5, 3, 6, 5)
-    expected, iterations = reference_padded_sinkhorn(cost, row_mask, col_mask, 0.1, 100, 0.01)
-    assert len(set(iterations)) > 1
-    plan = ot._log_sinkhorn(cost / -0.1, row_mask, col_mask, 100, 0.01)
-    assert (plan.double() - expected).abs().max().item() <= PLAN_ATOL
-
-
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_half_precision_cost_gives_float32_plan(dtype):
-    generator = torch.Generator().manual_seed(5)
-    cost = torch.rand(2, 3, 4, 5, generator=generator).to(DEVICE, dtype)
-    plan = sinkhorn(cost)
-    assert plan.dtype == torch.float32
-    all_rows, all_cols = ot._all_real(2, 3, 4, DEVICE), ot._all_real(2, 3, 5, DEVICE)
-    expected, _ = reference_padded_sinkhorn(cost.double(), all_rows, all_cols, 0.1, 100, 0.01)
-    assert (plan.double() - expected).abs().max().item() <= PLAN_ATOL
-
-
-def test_sinkhorn_plan_has_no_gradient():
-    cost = torch.rand(1, 2, 3, 4, device=DEVICE, requires_grad=True)
-    assert not sinkhorn(cost).requires_grad
-
-
-def test_sinkhorn_rejects_nan_in_real_entries_only():
-    cost = torch.rand(1, 2, 3, 4, device=DEVICE)
-    col_mask = torch.ones(1, 2, 4, dtype=torch.bool, device=DEVICE)
-    col_mask[0, 1, 3] = False
-    cost[0, 1, 0, 3] = float("nan")  # padded: ignored
-    assert sinkhorn(cost, col_mask=col_mask)[0, 1, :, 3].eq(0).all()
-    cost[0, 0, 2, 1] = float("inf")
-    with pytest.raises(OTNumericalError, match="1 NaN/inf entries"):
-        sinkhorn(cost, col_mask=col_mask)
-
-
-def test_sinkhorn_argument_errors():
-    cost = torch.rand(1, 2, 3, 4, device=DEVICE)
-    with pytest.raises(ValueError, match=r"cost must have shape \(G, S, M, N\)"):
-        sinkhorn(cost[0])
-    with pytest.raises(ValueError, match=r"row_mask must be a bool tensor of shape \(1, 2, 3\)"):
-        sinkhorn(cost, row_mask=torch.ones(1, 2, 4, dtype=torch.bool, device=DEVICE))
-    with pytest.raises(ValueError, match="no real column"):
-        sinkhorn(cost, col_mask=torch.zeros(1, 2, 4, dtype=torch.bool, device=DEVICE))
-    with pytest.raises(ValueError, match="eps must be a positive"):
-        sinkhorn(cost, eps=0.0)
-    with pytest.raises(ValueError, match="max_iter must be an int"):
-        sinkhorn(cost, max_iter=0)
-
-
-# ------------------------------------------------------------------------------------------
-# token level and hierarchical logits
-# ------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("batch, classes, prompts, per_prompt", [(1, 3, 1, False), (2, 4, 2, True), (3, 2, 4, False)])
@@ -249,11 +81,11 @@ def test_token_level_plans_match_oracle_across_chunks(monkeypatch):
     x = _inputs(15, batch, classes, prompts, per_prompt=True)
     _, expected, _ = reference_token_similarity(x["img_tokens"], x["txt_tokens"], x["txt_token_mask"], 0.1, 100, 0.01)
     chunk_plans = []
-    solve = ot._solve_kernel
+    solve = solver.solve_kernel
     monkeypatch.setattr(
-        ot, "_solve_kernel", lambda *args, **kwargs: chunk_plans.append(solve(*args, **kwargs)) or chunk_plans[-1]
+        ot, "solve_kernel", lambda *args, **kwargs: chunk_plans.append(solve(*args, **kwargs)) or chunk_plans[-1]
     )
-    token_transport_similarity(x["img_tokens"], x["txt_tokens"], x["txt_token_mask"], memory_budget_mb=1e-3)
+    token_transport_similarity(x["img_tokens"], x["txt_tokens"], x["txt_token_mask"], OTSettings(memory_budget_mb=1e-3))
     assert len(chunk_plans) == classes  # one class per chunk: groups are (b, c) with c fixed
     for c, plan in zip(_classes_by_text_length(x["txt_token_mask"]), chunk_plans):
         for b in range(batch):
@@ -282,14 +114,10 @@ def test_hierarchical_logits_match_oracle(
     expected_logits, expected_plan, _ = reference_logits(
         **x, eps=0.1, max_iter=100, thresh=0.01, hierarchical=hierarchical, token_cost=token_cost, token_weight=weight
     )
-    logits, plan = hierarchical_ot_logits(
-        **x,
-        hierarchical=hierarchical,
-        token_cost=token_cost,
-        token_weight=weight,
-        memory_budget_mb=budget,
-        return_plan=True,
+    settings = OTSettings(
+        hierarchical=hierarchical, token_cost=token_cost, token_weight=weight, memory_budget_mb=budget
     )
+    logits, plan = hierarchical_ot_logits(**x, settings=settings, return_plan=True)
     assert logits.dtype == plan.dtype == torch.float32
     assert logits.shape == (batch, classes) and plan.shape == (batch, classes, prompts, prompts)
     assert (plan.double() - expected_plan).abs().max().item() <= PLAN_ATOL
@@ -298,8 +126,8 @@ def test_hierarchical_logits_match_oracle(
 
 def test_token_cost_setting_changes_the_logits():
     x = _inputs(30, 2, 3, 2)
-    similarity = hierarchical_ot_logits(**x, token_cost="similarity")
-    distance = hierarchical_ot_logits(**x, token_cost="distance")
+    similarity = hierarchical_ot_logits(**x, settings=OTSettings(token_cost="similarity"))
+    distance = hierarchical_ot_logits(**x, settings=OTSettings(token_cost="distance"))
     assert not torch.allclose(similarity, distance)
 
 
@@ -312,17 +140,17 @@ def test_tiny_memory_budget_chunks_classes_with_identical_results(monkeypatch):
     assert token_chunk_classes(**sizes, memory_budget_mb=3.5 * per_class_mb) == 3
 
     stages = []
-    solve = ot._solve_kernel
+    solve = solver.solve_kernel
 
     def recording_solve(*args, **kwargs):
         stages.append(args[5])
         return solve(*args, **kwargs)
 
-    monkeypatch.setattr(ot, "_solve_kernel", recording_solve)
-    whole = hierarchical_ot_logits(**x, memory_budget_mb=1024.0)
+    monkeypatch.setattr(ot, "solve_kernel", recording_solve)
+    whole = hierarchical_ot_logits(**x, settings=OTSettings(memory_budget_mb=1024.0))
     assert sum("token-level" in stage for stage in stages) == 1
     stages.clear()
-    chunked = hierarchical_ot_logits(**x, memory_budget_mb=3.5 * per_class_mb)
+    chunked = hierarchical_ot_logits(**x, settings=OTSettings(memory_budget_mb=3.5 * per_class_mb))
     order = _classes_by_text_length(x["txt_token_mask"])  # chunks of 3 classes of similar length
     assert [stage for stage in stages if "token-level" in stage] == [
         f"token-level OT (3 classes from class {order[0]})",
@@ -394,7 +222,7 @@ def test_shape_and_setting_errors():
     with pytest.raises(ValueError, match=r"img_global must be a floating tensor of shape \(B, V, D\)"):
         hierarchical_ot_logits(**{**x, "img_global": x["img_global"][0]})
     with pytest.raises(ValueError, match=r"token_cost must be one of \('similarity', 'distance'\), got 'cosine'"):
-        hierarchical_ot_logits(**x, token_cost="cosine")
+        OTSettings(token_cost="cosine")
     empty = x["txt_token_mask"].clone()
     empty[1, 0] = False
     with pytest.raises(ValueError, match="1 \\(class, prompt\\) rows without any real token"):
@@ -402,6 +230,22 @@ def test_shape_and_setting_errors():
     with pytest.raises(ValueError, match="txt_tokens is required"):
         hierarchical_ot_logits(**{**x, "txt_tokens": None})
     flat = hierarchical_ot_logits(
-        **{**x, "img_tokens": None, "txt_tokens": None, "txt_token_mask": None}, hierarchical=False
+        **{**x, "img_tokens": None, "txt_tokens": None, "txt_token_mask": None}, settings=OTSettings(hierarchical=False)
     )
     assert flat.shape == (2, 3)
+
+
+def test_token_level_underflow_is_solved_in_the_log_domain_at_the_right_eps(monkeypatch):
+    """At eps = 0.01 a cost above ~1.04 underflows the float32 kernel: those (image, class) groups
+    go to the log-domain solver, whose result must still be the float64 oracle's (which does not
+    underflow). A log-kernel built with another eps (e.g. 2 * eps) is off by ~0.02 here."""
+    x = _inputs(90, 2, 3, 2)
+    img_tokens = x["img_tokens"].clone()
+    img_tokens[0, :, :3] = -x["txt_tokens"][0, 0, 0]  # anti-aligned tokens: cost near 2 for class 0
+    fallbacks = []
+    log_sinkhorn = solver._log_sinkhorn
+    monkeypatch.setattr(solver, "_log_sinkhorn", lambda *a: fallbacks.append(a[0].shape[0]) or log_sinkhorn(*a))
+    s_tok = token_transport_similarity(img_tokens, x["txt_tokens"], x["txt_token_mask"], OTSettings(eps=0.01))
+    assert fallbacks and fallbacks[0] >= 1  # the underflowing groups took the log-domain path
+    expected, _, _ = reference_token_similarity(img_tokens, x["txt_tokens"], x["txt_token_mask"], 0.01, 100, 0.01)
+    assert (s_tok.double() - expected).abs().max().item() <= 1e-5

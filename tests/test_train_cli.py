@@ -503,17 +503,11 @@ def test_extend_cfg_adds_the_method_nodes():
         N_CTX_VISION=2, N_CTX_TEXT=2, CTX_INIT="a photo of a", PREC="fp16", PROMPT_DEPTH_VISION=9, PROMPT_DEPTH_TEXT=9
     )
     assert dict(t.VPT) == dict(N_CTX_VISION=2, CTX_INIT="a photo of a", PREC="fp16", PROMPT_DEPTH_VISION=1)
-    assert dict(t.MMP) == dict(
-        N_CTX=2,
-        CTX_INIT="a photo of a",
-        PREC="fp16",
-        TEXT_PROMPT_DEPTH=1,
-        VISION_PROMPT_DEPTH=1,
-        TEXT_PROMPT_NUMBER=4,
-        VISION_PROMPT_NUMBER=4,
-        HIERARCHICAL=True,
-        USECT=True,
-    )
+    # ALIGN under its official name reads the same keys (one definition, the shipped recipe's values).
+    assert dict(t.MMP) == dict(t.ALIGN)
+    official = dict(N_CTX=2, CTX_INIT="a photo of a", PREC="fp16", TEXT_PROMPT_DEPTH=9, VISION_PROMPT_DEPTH=9)
+    official.update(TEXT_PROMPT_NUMBER=4, VISION_PROMPT_NUMBER=4, HIERARCHICAL=True, USECT=False)
+    assert {key: t.MMP[key] for key in official} == official
     assert cfg.DATASET.SUBSAMPLE_CLASSES == "all"
 
 

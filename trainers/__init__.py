@@ -2,8 +2,22 @@
 
 - ``align``: ALIGN (registered as "ALIGN" and, with the official config keys, "MMP").
 - ``zsclip``: zero-shot CLIP ("ZeroshotCLIP"), the baseline of every protocol.
-- ``ot``: batched Sinkhorn and the hierarchical OT (pure tensor code).
-- ``backbone``: loading the frozen CLIP named by MODEL.BACKBONE.
+- ``base``: ``PromptTrainer``, the trainer plumbing every prompt-learning method shares;
+  ``prompting``: the model-side shared pieces (sentences, contexts, the text cache);
+  ``checkpoints``: loading learned prompts (this project's files and upstream full models);
+  ``backbone``: the frozen CLIP named by MODEL.BACKBONE.
+- ``ot`` (hierarchical OT) and ``sinkhorn`` (the batched solver): pure tensor code.
+
+A method module that has config keys defines ``add_config(cfg)``, which adds its
+``TRAINER.<NODE>`` node; ``add_method_configs`` (called by train.py) adds them all.
 """
 
-from . import align, zsclip  # noqa: F401  (registers the trainers)
+from . import align, zsclip
+
+METHOD_MODULES = (align,)
+
+
+def add_method_configs(cfg):
+    """Add every method's TRAINER.<NODE> config node(s) to ``cfg``."""
+    for module in METHOD_MODULES:
+        module.add_config(cfg)

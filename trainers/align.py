@@ -1,17 +1,15 @@
-"""ALIGN: multi-mode token-level prompt alignment (NeurIPS 2023), behaviour of the official code.
+"""ALIGN: multi-mode token-level prompt alignment across modalities (NeurIPS 2023).
 
-Spec: shared/spec/align-method.md. One module, three parts:
+Behaviour of the official code (docs/method.md). Three parts:
 
-- ``MultiModalPromptLearner``: the only learned parameters. T textual prompts (shallow ``ctx``
-  and J-1 deep ones) and their visual images through linear maps (MaPLe's coupling, V == T).
+- ``MultiModalPromptLearner``: the learned tensors. T textual prompts (shallow ``ctx`` and J-1
+  deep ones) and their visual images through linear maps (MaPLe's coupling, V == T).
 - ``ALIGNCLIP``: the frozen CLIP run with those prompts; image and text features (global and
   token-level) go through the hierarchical optimal transport of ``trainers/ot.py`` to logits.
-- ``ALIGN`` (and its alias ``MMP``, which reads the official ``TRAINER.MMP`` keys): the TrainerX
-  subclass: build, train step, evaluation with the text side computed once, small checkpoints.
+- ``ALIGN`` (and its alias ``MMP``, the official trainer name reading ``TRAINER.MMP``): the
+  trainer, on the shared ``PromptTrainer``.
 """
 
-import contextlib
-import os.path as osp
 from dataclasses import dataclass
 
 import torch
@@ -19,16 +17,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
-import clip
 from dassl.config import ConfigError
-from dassl.engine import TRAINER_REGISTRY, TrainerX
-from dassl.engine.precision import SUPPORTED_PRECISIONS, resolve_precision
-from dassl.metrics import compute_accuracy
-from dassl.optim import build_lr_scheduler, build_optimizer
-from dassl.utils import load_checkpoint, load_pretrained_weights
+from dassl.engine import TRAINER_REGISTRY
+from dassl.engine.precision import SUPPORTED_PRECISIONS
 
-from .backbone import load_clip_to_cpu
-from .ot import TOKEN_COSTS, OTNumericalError, hierarchical_ot_logits
+from .base import PromptTrainer
+from .ot import OTNumericalError, OTSettings, OTSettingsError, hierarchical_ot_logits
+from .prompting import PromptedCLIP, class_sentences, random_context, register_sentence_buffers, word_context
 
 TEXT_TOKEN_MODES = ("reference", "per_prompt")
 
@@ -36,57 +31,71 @@ TEXT_TOKEN_MODES = ("reference", "per_prompt")
 LEARNER_NAME = "MultiModalPromptLearner"
 
 
-def add_align_config(cfg):
-    """Add the TRAINER.ALIGN node (official MMP keys + this project's OT switches) to ``cfg``."""
-    cfg.TRAINER.ALIGN = CN()
-    cfg.TRAINER.ALIGN.N_CTX = 2  # context tokens per prompt
-    # Initial words, one piece per textual prompt separated by TAB; prompts without a piece (and
-    # all prompts when N_CTX > 4 or this is "") start random and read "X X ... {class}."
-    cfg.TRAINER.ALIGN.CTX_INIT = "a photo of a"
-    cfg.TRAINER.ALIGN.PREC = "fp16"  # fp16 (reference, GPU) | fp32 | amp | bf16; CPU: fp16/amp -> fp32
-    cfg.TRAINER.ALIGN.TEXT_PROMPT_DEPTH = 9  # J: prompts enter blocks 0..J-1 of BOTH towers
-    cfg.TRAINER.ALIGN.VISION_PROMPT_DEPTH = 9  # read nowhere, as in the reference (kept for configs)
-    cfg.TRAINER.ALIGN.TEXT_PROMPT_NUMBER = 4  # T textual prompts
-    cfg.TRAINER.ALIGN.VISION_PROMPT_NUMBER = 4  # V visual prompts; must equal T (coupled prompts)
-    cfg.TRAINER.ALIGN.HIERARCHICAL = True  # token-level OT feeds the prompt-level cost
-    cfg.TRAINER.ALIGN.USECT = False  # conditional transport: broken in the reference, rejected
-    cfg.TRAINER.ALIGN.EPS = 0.1  # entropic regularisation of both Sinkhorn levels
-    cfg.TRAINER.ALIGN.OT_MAX_ITER = 100  # Sinkhorn iterations at most
-    cfg.TRAINER.ALIGN.OT_THRESH = 0.01  # stop when mean |r - r_prev| over a group < this
+def align_config_node():
+    """The config node of ALIGN (TRAINER.ALIGN) and of its official name MMP (TRAINER.MMP)."""
+    node = CN()
+    node.N_CTX = 2  # context tokens per prompt
+    # Initial words, one piece per textual prompt separated by TAB: prompt t's context starts
+    # from the first N_CTX word embeddings of piece t and reads the whole piece. Prompts without
+    # a piece, or whose piece is empty or blank (the official code then writes "" and its context
+    # overwrites the class name: a defect), and all prompts when N_CTX > 4 or this is "", start
+    # random and read "X X ... {class}."
+    node.CTX_INIT = "a photo of a"
+    node.PREC = "fp16"  # fp16 (the official recipe, GPU) | fp32 | amp | bf16; CPU: fp16/amp -> fp32
+    node.TEXT_PROMPT_DEPTH = 9  # J: prompts enter blocks 0..J-1 of BOTH towers
+    node.VISION_PROMPT_DEPTH = 9  # read nowhere, as in the official code (kept for its configs)
+    node.TEXT_PROMPT_NUMBER = 4  # T textual prompts
+    node.VISION_PROMPT_NUMBER = 4  # V visual prompts; must equal T (coupled prompts)
+    node.HIERARCHICAL = True  # token-level OT feeds the prompt-level cost
+    node.USECT = False  # conditional transport: cannot run in the official code; True is rejected
+    node.EPS = 0.1  # entropic regularisation of both Sinkhorn levels
+    node.OT_MAX_ITER = 100  # Sinkhorn iterations at most
+    node.OT_THRESH = 0.01  # stop when mean |r - r_prev| over a group < this
     # How the token-level result enters the prompt-level cost: "similarity" adds s_tok (the
-    # reference code), "distance" adds 1 - s_tok (the paper's reading)
-    cfg.TRAINER.ALIGN.TOKEN_COST = "similarity"
+    # official code), "distance" adds 1 - s_tok (the paper's reading)
+    node.TOKEN_COST = "similarity"
     # Text tokens of the token-level OT: "reference" slices every prompt of a class at prompt
-    # 0's length (the code's behaviour), "per_prompt" takes each prompt's own tokens
-    cfg.TRAINER.ALIGN.TEXT_TOKENS = "reference"
-    cfg.TRAINER.ALIGN.TOKEN_WEIGHT = 1.0  # scale of the token-level term (the reference: 1)
-    cfg.TRAINER.ALIGN.OT_MEMORY_MB = 1024.0  # budget of the token-level OT; chunks over classes
+    # 0's length (the official code), "per_prompt" takes each prompt's own tokens
+    node.TEXT_TOKENS = "reference"
+    node.TOKEN_WEIGHT = 1.0  # scale of the token-level term (the official code: 1)
+    node.OT_MEMORY_MB = 1024.0  # budget of the token-level OT; chunks over classes
+    return node
+
+
+def add_config(cfg):
+    """TRAINER.ALIGN and TRAINER.MMP: the same keys and defaults (the shipped recipe's values)."""
+    cfg.TRAINER.ALIGN = align_config_node()
+    cfg.TRAINER.MMP = align_config_node()
+
+
+# OTSettings field -> config key, to name the key when a value is rejected.
+_OT_KEYS = {
+    "eps": "EPS",
+    "max_iter": "OT_MAX_ITER",
+    "thresh": "OT_THRESH",
+    "hierarchical": "HIERARCHICAL",
+    "token_cost": "TOKEN_COST",
+    "token_weight": "TOKEN_WEIGHT",
+    "memory_budget_mb": "OT_MEMORY_MB",
+}
 
 
 @dataclass(frozen=True)
 class ALIGNSettings:
     """The method's settings, read from one config node and validated in one place."""
 
-    n_ctx: int
-    ctx_init: str
-    prec: str
-    depth: int
-    n_text_prompts: int
-    n_vision_prompts: int
-    hierarchical: bool
-    eps: float
-    ot_max_iter: int
-    ot_thresh: float
-    token_cost: str
-    text_tokens: str
-    token_weight: float
-    ot_memory_mb: float
+    n_ctx: int  # context tokens per prompt
+    ctx_init: str  # TAB-separated initial words
+    prec: str  # precision flag
+    depth: int  # J
+    n_prompts: int  # T = V
+    text_tokens: str  # "reference" | "per_prompt"
+    ot: OTSettings
 
     @classmethod
     def from_cfg(cls, cfg, node_name="ALIGN"):
-        """Official keys from ``TRAINER.<node_name>``; the OT switches always from TRAINER.ALIGN."""
+        """Read and validate TRAINER.<node_name>; raises ConfigError naming the key."""
         node = cfg.TRAINER[node_name]
-        extra = cfg.TRAINER.ALIGN
         where = "TRAINER." + node_name
         if node.USECT:
             raise ConfigError(
@@ -101,39 +110,28 @@ class ALIGNSettings:
                 f"images of the textual ones"
             )
         checks = [
-            (node.PREC in SUPPORTED_PRECISIONS, f"{where}.PREC", node.PREC, f"one of {SUPPORTED_PRECISIONS}"),
-            (node.N_CTX >= 1, f"{where}.N_CTX", node.N_CTX, ">= 1"),
-            (node.TEXT_PROMPT_DEPTH >= 1, f"{where}.TEXT_PROMPT_DEPTH", node.TEXT_PROMPT_DEPTH, ">= 1"),
-            (node.TEXT_PROMPT_NUMBER >= 1, f"{where}.TEXT_PROMPT_NUMBER", node.TEXT_PROMPT_NUMBER, ">= 1"),
-            (extra.TOKEN_COST in TOKEN_COSTS, "TRAINER.ALIGN.TOKEN_COST", extra.TOKEN_COST, f"one of {TOKEN_COSTS}"),
-            (
-                extra.TEXT_TOKENS in TEXT_TOKEN_MODES,
-                "TRAINER.ALIGN.TEXT_TOKENS",
-                extra.TEXT_TOKENS,
-                f"one of {TEXT_TOKEN_MODES}",
-            ),
-            (extra.EPS > 0, "TRAINER.ALIGN.EPS", extra.EPS, "> 0"),
-            (extra.OT_MAX_ITER >= 1, "TRAINER.ALIGN.OT_MAX_ITER", extra.OT_MAX_ITER, ">= 1"),
-            (extra.OT_MEMORY_MB > 0, "TRAINER.ALIGN.OT_MEMORY_MB", extra.OT_MEMORY_MB, "> 0"),
+            ("PREC", node.PREC in SUPPORTED_PRECISIONS, f"one of {SUPPORTED_PRECISIONS}"),
+            ("N_CTX", node.N_CTX >= 1, ">= 1"),
+            ("TEXT_PROMPT_DEPTH", node.TEXT_PROMPT_DEPTH >= 1, ">= 1"),
+            ("TEXT_PROMPT_NUMBER", node.TEXT_PROMPT_NUMBER >= 1, ">= 1"),
+            ("TEXT_TOKENS", node.TEXT_TOKENS in TEXT_TOKEN_MODES, f"one of {TEXT_TOKEN_MODES}"),
         ]
-        for ok, key, value, expected in checks:
+        for key, ok, expected in checks:
             if not ok:
-                raise ConfigError(f"{key} = {value!r} is invalid: expected {expected}")
+                raise ConfigError(f"{where}.{key} = {node[key]!r} is invalid: expected {expected}")
+        try:
+            ot = OTSettings(**{field: node[key] for field, key in _OT_KEYS.items()})
+        except OTSettingsError as error:
+            key = _OT_KEYS[error.field]
+            raise ConfigError(f"{where}.{key} = {node[key]!r} is invalid: {error}") from None
         return cls(
             n_ctx=node.N_CTX,
             ctx_init=node.CTX_INIT,
             prec=node.PREC,
             depth=node.TEXT_PROMPT_DEPTH,
-            n_text_prompts=node.TEXT_PROMPT_NUMBER,
-            n_vision_prompts=node.VISION_PROMPT_NUMBER,
-            hierarchical=node.HIERARCHICAL,
-            eps=extra.EPS,
-            ot_max_iter=extra.OT_MAX_ITER,
-            ot_thresh=extra.OT_THRESH,
-            token_cost=extra.TOKEN_COST,
-            text_tokens=extra.TEXT_TOKENS,
-            token_weight=extra.TOKEN_WEIGHT,
-            ot_memory_mb=extra.OT_MEMORY_MB,
+            n_prompts=node.TEXT_PROMPT_NUMBER,
+            text_tokens=node.TEXT_TOKENS,
+            ot=ot,
         )
 
 
@@ -142,7 +140,7 @@ def prompt_prefixes(ctx_init, n_ctx, n_prompts):
 
     Returns (prefixes, init_words): prefixes[t] is the whole CTX_INIT piece of prompt t, or
     "X X ..." (n_ctx X's) for a random prompt; init_words[t] is True where ctx[t] is initialised
-    from the piece's first n_ctx word embeddings.
+    from the piece's first n_ctx word embeddings. An empty or blank piece gives a random prompt.
     """
     pieces = ctx_init.split("\t") if (ctx_init and n_ctx <= 4) else []
     prefixes, init_words = [], []
@@ -156,19 +154,24 @@ def prompt_prefixes(ctx_init, n_ctx, n_prompts):
 class MultiModalPromptLearner(nn.Module):
     """T textual prompts, shallow and deep, and their visual images (V == T).
 
-    Learned parameters (the official names, so official checkpoints load):
-        ctx: (T, n_ctx, d_t) shallow text prompts.
-        proj: Linear(d_t -> d_v); shallow visual prompts are proj(ctx): (T, n_ctx, d_v).
-        compound_prompts_text: J-1 tensors (T, n_ctx, d_t), deep text prompts of blocks 1..J-1.
-        compound_prompt_projections: J-1 Linear(d_t -> d_v), deep visual prompts.
-    Class-dependent inputs (the tokenised sentences and their frozen token embeddings) are
-    non-persistent buffers set by ``set_classnames``: checkpoints hold only what is learned, and a
-    learner trained on base classes evaluates on new ones.
+    Learned tensors (the official names, so official checkpoints load), with d_t / d_v the
+    backbone's text / vision widths:
+        ctx: (T, n_ctx, d_t) shallow text prompts, in the CLIP's dtype.
+        proj: Linear(d_t -> d_v), in the CLIP's dtype; shallow visual prompts are proj(ctx).
+        compound_prompts_text: J-1 tensors (T, n_ctx, d_t) float32, deep text prompts of blocks 1..J-1.
+        compound_prompt_projections: J-1 Linear(d_t -> d_v) float32, the deep visual prompts'
+            maps. They start as copies of ONE initialised Linear (identical weights and biases),
+            as the official learner's.
+    Dtypes are the official learner's: under PREC fp16 (float16 CLIP) ``ctx`` and ``proj`` are
+    float16 and train in half precision, while the deep prompts and their maps stay float32
+    (cast to the towers' dtype where they are written); other precisions store all in float32.
+    Class-dependent inputs (tokenised sentences and their frozen embeddings) are non-persistent
+    buffers set by ``set_classnames``.
     """
 
     def __init__(self, settings, classnames, clip_model):
         super().__init__()
-        n_ctx, n_prompts, depth = settings.n_ctx, settings.n_text_prompts, settings.depth
+        n_ctx, n_prompts, depth = settings.n_ctx, settings.n_prompts, settings.depth
         n_layers = len(clip_model.transformer.resblocks)
         if depth > n_layers:
             raise ConfigError(f"TEXT_PROMPT_DEPTH = {depth} exceeds the {n_layers} transformer blocks of the backbone")
@@ -179,45 +182,23 @@ class MultiModalPromptLearner(nn.Module):
         self.n_prompts = n_prompts
         self.prefixes, init_words = prompt_prefixes(settings.ctx_init, n_ctx, n_prompts)
 
-        ctx = torch.empty(n_prompts, n_ctx, d_text, dtype=dtype)
-        nn.init.normal_(ctx, std=0.02)
+        ctx = random_context(n_prompts, n_ctx, d_text, dtype=dtype)
         for t, from_words in enumerate(init_words):
             if from_words:
-                with torch.no_grad():
-                    ids = clip.tokenize(self.prefixes[t]).to(clip_model.token_embedding.weight.device)
-                    ctx[t] = clip_model.token_embedding(ids)[0, 1 : 1 + n_ctx].to(dtype)
+                ctx[t] = word_context(clip_model, self.prefixes[t], n_ctx).to(dtype)
         self.ctx = nn.Parameter(ctx)
         self.proj = nn.Linear(d_text, d_vision).to(dtype)
         self.compound_prompts_text = nn.ParameterList(
-            [
-                nn.Parameter(nn.init.normal_(torch.empty(n_prompts, n_ctx, d_text, dtype=dtype), std=0.02))
-                for _ in range(depth - 1)
-            ]
+            [nn.Parameter(random_context(n_prompts, n_ctx, d_text)) for _ in range(depth - 1)]
         )
-        self.compound_prompt_projections = nn.ModuleList(
-            [nn.Linear(d_text, d_vision).to(dtype) for _ in range(depth - 1)]
-        )
+        self.compound_prompt_projections = nn.ModuleList([nn.Linear(d_text, d_vision) for _ in range(depth - 1)])
         self.set_classnames(classnames, clip_model)
 
-    @torch.no_grad()
     def set_classnames(self, classnames, clip_model):
-        """Tokenise "{prefix_t} {class}." for every class and prompt (row = c*T + t).
-
-        Sets the buffers ``tokenized`` (C*T, L) and ``token_prefix`` (C*T, 1, d_t) /
-        ``token_suffix`` (C*T, L-1-n_ctx, d_t), the frozen embeddings around the context. L is
-        cut to the longest sentence (last EOT + 1): with the causal text transformer, outputs up to
-        the EOT do not depend on the padding after it.
-        """
-        names = [name.replace("_", " ") for name in classnames]
-        sentences = [f"{prefix} {name}." for name in names for prefix in self.prefixes]
-        tokenized = clip.tokenize(sentences).to(clip_model.token_embedding.weight.device)
-        length = int(tokenized.argmax(dim=-1).max()) + 1
-        tokenized = tokenized[:, :length]
-        embedding = clip_model.token_embedding(tokenized).to(self.ctx.dtype)
+        """Buffers for "{prefix_t} {class}." of every class and prompt (row = c*T + t):
+        ``tokenized`` (C*T, L), ``token_prefix`` (C*T, 1, d_t), ``token_suffix`` (C*T, L-1-n_ctx, d_t)."""
         self.n_classes = len(classnames)
-        self.register_buffer("tokenized", tokenized, persistent=False)
-        self.register_buffer("token_prefix", embedding[:, :1], persistent=False)
-        self.register_buffer("token_suffix", embedding[:, 1 + self.n_ctx :], persistent=False)
+        register_sentence_buffers(self, clip_model, class_sentences(classnames, self.prefixes), self.n_ctx)
 
     def text_inputs(self):
         """Prompted text embeddings (C*T, L, d_t) and deep text prompts, J-1 x (C*T, n_ctx, d_t)."""
@@ -251,25 +232,15 @@ class TextFeatures:
     token_mask: torch.Tensor
 
 
-class ALIGNCLIP(nn.Module):
+class ALIGNCLIP(PromptedCLIP):
     """The frozen CLIP with ALIGN's prompts; ``forward(image) -> logits (B, C)``."""
 
     def __init__(self, settings, classnames, clip_model):
-        super().__init__()
+        super().__init__(clip_model, MultiModalPromptLearner(settings, classnames, clip_model))
         self.settings = settings
-        self.prompt_learner = MultiModalPromptLearner(settings, classnames, clip_model)
-        self.clip = clip_model
-        self._text_cache_enabled = False
-        self._text_cache = None
-        self.text_encoder_calls = 0  # counted so that tests can check the evaluation cache
-
-    @property
-    def dtype(self):
-        return self.clip.dtype
 
     def encode_text(self):
         """Run the text tower on all C*T prompted sentences -> TextFeatures."""
-        self.text_encoder_calls += 1
         learner = self.prompt_learner
         n_classes, n_prompts = learner.n_classes, learner.n_prompts
         embeddings, deep = learner.text_inputs()
@@ -288,23 +259,6 @@ class ALIGNCLIP(nn.Module):
         token_mask = positions[None, None, :] <= last_kept[:, :, None]
         return TextFeatures(global_=global_, tokens=tokens[:, :, :length], token_mask=token_mask)
 
-    def text_features(self):
-        """TextFeatures, from the cache while ``cached_text_features`` is active."""
-        if not self._text_cache_enabled:
-            return self.encode_text()
-        if self._text_cache is None:
-            self._text_cache = self.encode_text()
-        return self._text_cache
-
-    @contextlib.contextmanager
-    def cached_text_features(self):
-        """Compute the text side once for everything run inside (an evaluation)."""
-        self._text_cache_enabled, self._text_cache = True, None
-        try:
-            yield
-        finally:
-            self._text_cache_enabled, self._text_cache = False, None
-
     def encode_image(self, image):
         """image: (B, 3, R, R) -> global (B, V, D) and token (B, V, P, D) L2-normalised features.
 
@@ -322,7 +276,6 @@ class ALIGNCLIP(nn.Module):
 
     def forward(self, image, return_plan=False):
         """image: (B, 3, R, R) -> logits (B, C) float32 [, prompt-level plan (B, C, V, T)]."""
-        s = self.settings
         img_global, img_tokens = self.encode_image(image)
         text = self.text_features()
         return hierarchical_ot_logits(
@@ -332,22 +285,18 @@ class ALIGNCLIP(nn.Module):
             text.tokens,
             text.token_mask,
             self.clip.logit_scale.exp(),
-            eps=s.eps,
-            max_iter=s.ot_max_iter,
-            thresh=s.ot_thresh,
-            hierarchical=s.hierarchical,
-            token_cost=s.token_cost,
-            token_weight=s.token_weight,
-            memory_budget_mb=s.ot_memory_mb,
+            self.settings.ot,
             return_plan=return_plan,
         )
 
 
 @TRAINER_REGISTRY.register()
-class ALIGN(TrainerX):
+class ALIGN(PromptTrainer):
     """ALIGN prompt tuning. Reads TRAINER.ALIGN; the MMP alias reads the official TRAINER.MMP keys."""
 
     CONFIG_NODE = "ALIGN"
+    LEARNER_NAME = LEARNER_NAME
+    CHECKPOINT_KEYS = ("N_CTX", "TEXT_PROMPT_NUMBER", "TEXT_PROMPT_DEPTH")
 
     def check_cfg(self, cfg):
         ALIGNSettings.from_cfg(cfg, self.CONFIG_NODE)
@@ -357,134 +306,26 @@ class ALIGN(TrainerX):
                 f"MODEL.BACKBONE.NAME = {cfg.MODEL.BACKBONE.NAME}"
             )
 
-    def build_model(self):
-        cfg = self.cfg
-        self.settings = ALIGNSettings.from_cfg(cfg, self.CONFIG_NODE)
-        self.precision = resolve_precision(self.settings.prec, self.device)
-        classnames = self.dm.dataset.classnames
-
-        print(f"Loading CLIP (backbone: {cfg.MODEL.BACKBONE.PATH or cfg.MODEL.BACKBONE.NAME})")
-        clip_model = load_clip_to_cpu(cfg)
-        resolution = clip_model.visual.input_resolution
-        if cfg.INPUT.SIZE[0] != resolution:
-            raise ConfigError(
-                f"INPUT.SIZE {tuple(cfg.INPUT.SIZE)} does not match the backbone's input resolution "
-                f"{resolution}: set INPUT.SIZE ({resolution}, {resolution})"
-            )
-        clip_model = clip_model.to(self.precision.weight_dtype)
-
+    def build_prompted_model(self, clip_model, classnames):
+        self.settings = ALIGNSettings.from_cfg(self.cfg, self.CONFIG_NODE)
+        s = self.settings
         print(
-            f"Building ALIGN (T = V = {self.settings.n_text_prompts}, n_ctx = {self.settings.n_ctx}, "
-            f"depth = {self.settings.depth}, precision = {self.precision.name})"
+            f"Building ALIGN (T = V = {s.n_prompts}, n_ctx = {s.n_ctx}, depth = {s.depth}, "
+            f"precision = {self.precision.name})"
         )
-        self.model = ALIGNCLIP(self.settings, classnames, clip_model)
-        for name, param in self.model.named_parameters():
-            param.requires_grad_(name.startswith("prompt_learner."))
-        trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
-        print(f"Trainable parameters (prompt learner): {trainable:,}")
+        return ALIGNCLIP(s, classnames, clip_model)
 
-        if cfg.MODEL.INIT_WEIGHTS:
-            load_pretrained_weights(self.model.prompt_learner, cfg.MODEL.INIT_WEIGHTS)
-
-        self.model.to(self.device)
-        learner = self.model.prompt_learner
-        self.optim = build_optimizer(learner, cfg.OPTIM)
-        self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
-        self.register_model(LEARNER_NAME, learner, self.optim, self.sched)
-        # What a training step calls. Under torchrun: DDP around the whole ALIGNCLIP, because the
-        # learner's prompts are consumed inside ALIGNCLIP.forward (the learner has no forward of its
-        # own); DDP skips the frozen CLIP. The buffers (class token embeddings) are built the same
-        # on every process, so they are not broadcast per step. A single process: the model itself.
-        self.train_model = self.wrap_ddp(self.model, sync_buffers=False)
-        self.scaler = self.precision.grad_scaler(self.device)
-
-    def parse_batch_train(self, batch):
-        """(images, labels) on the device; the image paths are kept to name a failing batch."""
-        self._batch_paths = batch["impath"]
-        return batch["img"].to(self.device), batch["label"].to(self.device)
-
-    parse_batch_test = parse_batch_train
-
-    def _logits(self, model, image, stage):
-        """model: ``self.train_model`` (training) or ``self.model`` (evaluation, text cache)."""
+    def logits(self, model, image, stage):
+        """As PromptTrainer's; a non-finite OT names the batch (epoch, batch, first image)."""
         try:
-            with self.precision.autocast(self.device):
-                return model(image)
+            return super().logits(model, image, stage)
         except OTNumericalError as err:
-            paths = list(self._batch_paths)
+            paths = list(self.batch_paths)
+            batch = self.batch_idx + 1 if stage == "training" else "?"
             raise FloatingPointError(
-                f"Non-finite optimal transport in {stage} (epoch {self.epoch + 1}, batch "
-                f"{self.batch_idx + 1 if stage == 'training' else '?'}; {len(paths)} images, first: "
-                f"{paths[0] if paths else '-'}): {err}"
+                f"Non-finite optimal transport in {stage} (epoch {self.epoch + 1}, batch {batch}; "
+                f"{len(paths)} images, first: {paths[0] if paths else '-'}): {err}"
             ) from err
-
-    def forward_backward(self, batch):
-        image, label = self.parse_batch_train(batch)
-        logits = self._logits(self.train_model, image, "training")
-        loss = F.cross_entropy(logits, label)
-        if self.scaler is None:
-            self.model_backward_and_update(loss)
-        else:
-            self.model_zero_grad()
-            self.detect_anomaly(loss)
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optim)
-            self.scaler.update()
-
-        summary = {"loss": loss.item(), "acc": compute_accuracy(logits, label)[0].item()}
-        if (self.batch_idx + 1) == self.num_batches:
-            self.update_lr()
-        return summary
-
-    def model_inference(self, input):
-        return self._logits(self.model, input, "evaluation")
-
-    def test(self, split=None):
-        """Evaluate with the text features of all classes computed once, not per batch."""
-        with self.model.cached_text_features():
-            return super().test(split)
-
-    def load_model(self, directory, epoch=None):
-        """Load learned prompts: our small checkpoints, or the official full-model ones.
-
-        The official code saves the whole model under the same folder name; its learned keys start
-        with ``prompt_learner.``. The frozen CLIP and the class-dependent token buffers in such a
-        file are ignored (reported).
-        """
-        if not directory:
-            print(
-                "Note that load_model() is skipped as no pretrained model is given "
-                "(ignore this if it's done on purpose)"
-            )
-            return
-        model_file = "model-best.pth.tar" if epoch is None else f"model.pth.tar-{epoch}"
-        for name in self.get_model_names():
-            model_path = osp.join(directory, name, model_file)
-            if not osp.exists(model_path):
-                raise FileNotFoundError(f'Model not found at "{model_path}"')
-            checkpoint = load_checkpoint(model_path)
-            state_dict = learned_state(checkpoint["state_dict"])
-            print(f'Loading weights to {name} from "{model_path}" (epoch = {checkpoint["epoch"]})')
-            result = self._models[name].load_state_dict(state_dict, strict=False)
-            if result.missing_keys:
-                print(f"Missing keys (left as initialised): {result.missing_keys}")
-            if result.unexpected_keys:
-                print(f"Unexpected keys (ignored): {result.unexpected_keys}")
-
-
-def learned_state(state_dict):
-    """The prompt learner's entries of a checkpoint state dict (ours, or the official full model).
-
-    Drops the class-dependent token buffers (``token_prefix``/``token_suffix``), which is what lets
-    a learner trained on base classes evaluate on new ones.
-    """
-    prefix = "prompt_learner."
-    if any(key.startswith(prefix) for key in state_dict):
-        frozen = [key for key in state_dict if not key.startswith(prefix)]
-        print(f"Official full-model checkpoint: ignoring {len(frozen)} frozen CLIP entries")
-        state_dict = {key[len(prefix) :]: value for key, value in state_dict.items() if key.startswith(prefix)}
-    dropped = ("token_prefix", "token_suffix")
-    return {key: value for key, value in state_dict.items() if key not in dropped}
 
 
 @TRAINER_REGISTRY.register()

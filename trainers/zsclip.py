@@ -7,7 +7,7 @@ import clip
 from dassl.engine import TRAINER_REGISTRY, TrainerX
 from dassl.engine.precision import resolve_precision
 
-from .backbone import load_clip_to_cpu
+from .backbone import build_frozen_clip
 
 # Keyed by the registered dataset name (spec datasets.md §0.9).
 CUSTOM_TEMPLATES = {
@@ -43,8 +43,7 @@ class ZeroshotCLIP(TrainerX):
         template = CUSTOM_TEMPLATES.get(cfg.DATASET.NAME)
         if template is None:
             raise KeyError(f"No zero-shot template for dataset {cfg.DATASET.NAME!r}; known: {sorted(CUSTOM_TEMPLATES)}")
-        print(f"Loading CLIP (backbone: {cfg.MODEL.BACKBONE.PATH or cfg.MODEL.BACKBONE.NAME})")
-        self.clip_model = load_clip_to_cpu(cfg).to(self.device, precision.weight_dtype)
+        self.clip_model = build_frozen_clip(cfg, precision).to(self.device)
 
         prompts = [template.format(name.replace("_", " ")) for name in self.dm.dataset.classnames]
         print(f"Prompts: {prompts[:3]}{' ...' if len(prompts) > 3 else ''}")

@@ -64,6 +64,9 @@ class TrainerBase:
         self._scheds = OrderedDict()
         self._writer = None
         self._ddp_param_ids = set()  # id() of every parameter a DDP wrapper synchronises
+        # A torch.amp.GradScaler when the trainer's precision needs loss scaling (amp on CUDA):
+        # model_backward_and_update then scales the loss and steps through it.
+        self.grad_scaler = None
 
     def register_model(self, name="model", model=None, optim=None, sched=None):
         """Register a module (and its optimizer and scheduler, either may be None) under ``name``.
@@ -292,15 +295,26 @@ class TrainerBase:
                 self._optims[name].zero_grad()
 
     def model_backward(self, loss):
+        """Check the loss, then backpropagate it (scaled, with a ``grad_scaler``)."""
         self.detect_anomaly(loss)
+        if self.grad_scaler is not None:
+            loss = self.grad_scaler.scale(loss)
         loss.backward()
 
     def model_update(self, names=None):
+        """Step the optimizers (through the ``grad_scaler``, which skips steps with inf/NaN gradients)."""
         for name in self.get_model_names(names):
             if self._optims[name] is not None:
-                self._optims[name].step()
+                if self.grad_scaler is not None:
+                    self.grad_scaler.step(self._optims[name])
+                else:
+                    self._optims[name].step()
+        if self.grad_scaler is not None:
+            self.grad_scaler.update()
 
     def model_backward_and_update(self, loss, names=None):
+        """The training step's plumbing: zero the gradients, check and backpropagate the loss
+        (scaled under ``grad_scaler``), step the optimizers."""
         self.model_zero_grad(names)
         self.model_backward(loss)
         self.model_update(names)
