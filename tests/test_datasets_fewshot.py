@@ -14,7 +14,7 @@ import pytest
 
 import datasets  # noqa: F401  (registers the datasets)
 from dassl.data.datasets import DATASET_REGISTRY, DatasetLayoutError, Datum
-from datasets import common
+from datasets import caches, splits
 from tests.fake_datasets import build_fake, make_cfg
 
 
@@ -60,13 +60,13 @@ def test_subsample_classes_uses_the_labels_of_the_first_list():
     impath = osp.abspath(__file__)
     train = [Datum(impath, label, classname=str(label)) for label in (7, 2, 5, 2, 9, 11)]
     test = [Datum(impath, label, classname=str(label)) for label in (11, 9, 7, 5, 2, 3)]
-    base_train, base_test = common.subsample_classes(train, test, subsample="base")
+    base_train, base_test = splits.subsample_classes(train, test, subsample="base")
     assert [(d.label, d.classname) for d in base_train] == [(2, "7"), (0, "2"), (1, "5"), (0, "2")]
     assert [(d.label, d.classname) for d in base_test] == [(2, "7"), (1, "5"), (0, "2")]
-    new_train, new_test = common.subsample_classes(train, test, subsample="new")
+    new_train, new_test = splits.subsample_classes(train, test, subsample="new")
     assert [(d.label, d.classname) for d in new_train] == [(0, "9"), (1, "11")]
     assert [(d.label, d.classname) for d in new_test] == [(1, "11"), (0, "9")]
-    assert common.subsample_classes(train, test, subsample="all") == (train, test)
+    assert splits.subsample_classes(train, test, subsample="all") == (train, test)
 
 
 def test_subsample_rejects_unknown_values(tmp_path):
@@ -149,8 +149,8 @@ def test_cache_file_is_interchangeable_with_upstream(tmp_path):
         assert f.read(2) == bytes([0x80, pickle.HIGHEST_PROTOCOL])
     with open(path, "rb") as f:
         data = pickle.load(f)
-    assert set(data) == {"train", "val", common.CACHE_DATASET_DIR_KEY, common.CACHE_FINGERPRINT_KEY}
-    assert data[common.CACHE_DATASET_DIR_KEY] == info.dataset_dir
+    assert set(data) == {"train", "val", caches.CACHE_DATASET_DIR_KEY, caches.CACHE_FINGERPRINT_KEY}
+    assert data[caches.CACHE_DATASET_DIR_KEY] == info.dataset_dir
     for item in data["train"] + data["val"]:
         assert (type(item).__module__, type(item).__qualname__) == ("dassl.data.datasets.base_dataset", "Datum")
         assert set(vars(item)) == {"_impath", "_label", "_domain", "_classname"}
@@ -163,7 +163,7 @@ def test_imagenet_cache_holds_only_train(tmp_path):
     dataset = load(info, num_shots=2)
     with open(cache_path(info, 2, 1), "rb") as f:
         data = pickle.load(f)
-    assert set(data) == {"train", common.CACHE_DATASET_DIR_KEY, common.CACHE_FINGERPRINT_KEY}
+    assert set(data) == {"train", caches.CACHE_DATASET_DIR_KEY, caches.CACHE_FINGERPRINT_KEY}
     assert len(dataset.train_x) == 2 * 3 and dataset.val is dataset.test
     assert len(dataset.test) == info.counts["test"]
 
@@ -285,7 +285,7 @@ def test_unwritable_split_fewshot_is_reported(tmp_path, monkeypatch):
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(common.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(caches.tempfile, "mkstemp", refuse)
     with pytest.raises(DatasetLayoutError) as excinfo:
         load(info, num_shots=1)
     message = str(excinfo.value)

@@ -30,7 +30,9 @@ from yacs.config import CfgNode
 from dassl.data.datasets import DatasetLayoutError
 from dassl.utils import read_image
 from datasets import BENCHMARKS, yaml_name
-from datasets.common import DOCS, FEWSHOT_DIRNAME, BenchmarkDataset, load_fewshot_cache
+from datasets.annotations import DOCS
+from datasets.base import BenchmarkDataset
+from datasets.caches import FEWSHOT_DIRNAME, load_fewshot_cache
 
 COUNT_KEYS = ("classes", "train", "val", "test")
 MAX_LISTED = 20
