@@ -1,17 +1,18 @@
-"""Few-shot caches (``split_fewshot/shot_K-seed_S.pkl``) and the atomic pickle writer.
+"""Pickled item caches: few-shot samples (``split_fewshot/shot_K-seed_S.pkl``) and ImageNet's
+``preprocessed.pkl``.
 
-Caches hold pickled ``Datum`` objects with absolute paths, in the format of CoOp's code, so
-caches written there load here and the other way round. Moving the data folder would make those
-paths stale, so they are rebased onto the current dataset folder when read. A cache is also
+Both hold pickled ``Datum`` objects with absolute paths, in the format of CoOp's code, so caches
+written there load here and the other way round. Moving the data folder would make those paths
+stale, so they are rebased onto the current dataset folder when read. A few-shot cache is also
 checked against the split it must have been sampled from (ours carry a fingerprint of that
-split, upstream's are compared item by item). Writes are atomic.
+split, upstream's are compared item by item). Writes are atomic and respect the umask.
 """
 
 import hashlib
 import os
 import os.path as osp
 import pickle
-import tempfile
+import secrets
 
 from dassl.data.datasets import Datum
 
@@ -64,6 +65,27 @@ def _locate_cached_image(impath, stored_dir, dataset_dir):
     if osp.isfile(impath) or rel is None:
         return impath, rel
     return osp.join(dataset_dir, rel), rel
+
+
+def rebase_item_lists(lists, dataset_dir):
+    """Point the cached paths of ``lists`` (lists of Datum) into ``dataset_dir``, in place.
+
+    For ImageNet's preprocessed.pkl, which stores absolute paths and not the folder it was
+    written under: that folder is found from the first item as for an upstream few-shot cache,
+    and every item under it is rebased. Returns the old folder, or None when the first path
+    exists as it is (nothing moved) or cannot be placed.
+    """
+    first = lists[0][0].impath
+    new_path, rel = _locate_cached_image(first, None, dataset_dir)
+    if rel is None or new_path == first:
+        return None
+    prefix = first[: len(first) - len(rel)]  # the old dataset folder, with its trailing separator
+    for items in lists:
+        for item in items:
+            if item.impath.startswith(prefix):
+                # The pickled attribute itself: a new Datum would stat each of ImageNet's 1.3M files.
+                item._impath = osp.join(dataset_dir, item.impath[len(prefix) :])
+    return prefix.rstrip("/\\")
 
 
 def _cache_error(context, problem, path):
@@ -136,23 +158,31 @@ def _check_sampled_from(items, relpaths, source, key, dataset_dir, path, context
 
 
 def write_pickle_atomically(obj, path, context, needed_for):
-    """Pickle ``obj`` (HIGHEST_PROTOCOL) to ``path`` through a temporary file in its folder."""
+    """Pickle ``obj`` (HIGHEST_PROTOCOL) to ``path`` through a temporary file in its folder.
+
+    The temporary file is created with mode 0666 minus the umask, as ``open`` creates files, so
+    other users of a shared data folder can read the cache (``mkstemp`` would make it 0600).
+    Its random name keeps two processes that write the same cache from sharing it.
+    """
     folder = osp.dirname(path)
-    tmp_path = None
+    tmp_path = osp.join(folder, f".tmp-{secrets.token_hex(8)}-{osp.basename(path)}")
+    created = False
     try:
-        fd, tmp_path = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".pkl")
+        fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        created = True
         with os.fdopen(fd, "wb") as f:
             pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
         os.replace(tmp_path, path)
     except OSError as e:
-        if tmp_path and osp.exists(tmp_path):
-            os.remove(tmp_path)
         raise context.error(
             f"cannot write into the folder ({e})",
             folder,
             needed_for,
             fix="the dataset folder must be writable",
         ) from None
+    finally:  # also after Ctrl-C: no partial temporary file stays behind
+        if created and osp.exists(tmp_path):
+            os.remove(tmp_path)
 
 
 def save_fewshot_cache(path, data, sources, dataset_dir, context):

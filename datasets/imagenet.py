@@ -9,7 +9,7 @@ from dassl.utils import listdir_nohidden
 
 from .annotations import DOCS, read_imagenet_classnames
 from .base import BenchmarkDataset
-from .caches import write_pickle_atomically
+from .caches import rebase_item_lists, write_pickle_atomically
 
 
 @DATASET_REGISTRY.register()
@@ -54,12 +54,16 @@ imagenet/
         return (train, None, test), [osp.join(self.image_dir, "train"), osp.join(self.image_dir, "val")]
 
     def read_preprocessed(self):
-        """Load preprocessed.pkl; only the first and last entry of each list are checked (speed)."""
+        """Load preprocessed.pkl, its paths rebased when the data folder moved.
+
+        Only the first and last entry of each list are checked (speed).
+        """
         fix = f"delete {self.preprocessed} (and split_fewshot/) to have it rebuilt from the image folders"
         try:
             with open(self.preprocessed, "rb") as f:
                 data = pickle.load(f)
             lists = [data["train"], data["test"]]
+            old_dir = rebase_item_lists(lists, self.dataset_dir)
             ends = [items[i].impath for items in lists for i in (0, -1)]
         except Exception as e:  # any unpickling or content failure means an unusable file
             raise self.context.error(
@@ -68,6 +72,8 @@ imagenet/
                 "the ImageNet item lists",
                 fix,
             ) from None
+        if old_dir:
+            print(f"preprocessed.pkl was written under {old_dir}: its paths are read under {self.dataset_dir}")
         missing = next((path for path in ends if not osp.isfile(path)), None)
         if missing:
             raise self.context.error(

@@ -281,11 +281,14 @@ def test_split_fewshot_that_is_not_a_folder_is_reported(tmp_path):
 
 def test_unwritable_split_fewshot_is_reported(tmp_path, monkeypatch):
     info = build_fake("Food101", tmp_path)
+    os_open = os.open
 
-    def refuse(*args, **kwargs):
-        raise PermissionError(13, "Permission denied")
+    def refuse_in_split_fewshot(path, *args, **kwargs):  # root ignores folder permissions
+        if osp.basename(osp.dirname(path)) == "split_fewshot":
+            raise PermissionError(13, "Permission denied")
+        return os_open(path, *args, **kwargs)
 
-    monkeypatch.setattr(caches.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(os, "open", refuse_in_split_fewshot)
     with pytest.raises(DatasetLayoutError) as excinfo:
         load(info, num_shots=1)
     message = str(excinfo.value)
