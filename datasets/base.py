@@ -5,6 +5,7 @@ Labels, class names and item order are those of CoOp's loaders for the same file
 """
 
 import os.path as osp
+from collections import Counter
 
 from dassl.data.datasets import DatasetBase
 from dassl.utils import listdir_nohidden, mkdir_if_missing
@@ -133,6 +134,7 @@ class BenchmarkDataset(DatasetBase):
         num_shots = cfg.DATASET.NUM_SHOTS
         if num_shots < 1:
             return sources
+        report_short_classes(sources["train"], num_shots)
         path = osp.join(self.split_fewshot_dir, f"shot_{num_shots}-seed_{cfg.SEED}.pkl")
         if osp.exists(path):
             print(f"Loading preprocessed few-shot data from {path}")
@@ -143,6 +145,21 @@ class BenchmarkDataset(DatasetBase):
             print(f"Saving preprocessed few-shot data to {path}")
             save_fewshot_cache(path, sampled, sources, self.dataset_dir, self.context)
         return sampled
+
+
+def report_short_classes(train, num_shots):
+    """Say once (one line) when classes have fewer training items than ``num_shots``.
+
+    Such a class keeps all of its items (as upstream: no repetition), so the run trains on
+    fewer than ``num_shots`` per class there.
+    """
+    counts = Counter(item.label for item in train)
+    short = [count for count in counts.values() if count < num_shots]
+    if short:
+        print(
+            f"Warning: DATASET.NUM_SHOTS is {num_shots}, but {len(short)} of {len(counts)} classes have fewer "
+            f"training items (smallest: {min(short)}); they keep all of their items"
+        )
 
 
 class ImageNetVariant(DatasetBase):
