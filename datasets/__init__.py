@@ -2,8 +2,12 @@
 package registers them all.
 
 Layouts, split files and standard sizes: docs/datasets.md. ``BENCHMARKS`` lists the classes in
-the order of the spec's summary table; the yaml name of each (configs/datasets/<name>.yaml) is
-its module name.
+the order of its summary table; the yaml name of each (configs/datasets/<name>.yaml) is its
+module name.
+
+The shared pieces live in modules with one job each: ``annotations`` (reading annotation files,
+error messages), ``splits`` (split files and split algorithms), ``caches`` (few-shot caches and
+ImageNet's preprocessed.pkl) and ``base`` (the dataset base classes).
 """
 
 from .caltech101 import Caltech101

@@ -1,8 +1,9 @@
-"""Caltech101 (datasets.md §2.2): 100 object classes; folder split when no JSON."""
+"""Caltech101: 100 object classes; folder split when no JSON."""
 
 from dassl.data.datasets import DATASET_REGISTRY
 
-from . import common
+from .base import BenchmarkDataset
+from .splits import read_and_split_data
 
 IGNORED = ["BACKGROUND_Google", "Faces_easy"]
 NEW_CNAMES = {
@@ -14,7 +15,7 @@ NEW_CNAMES = {
 
 
 @DATASET_REGISTRY.register()
-class Caltech101(common.BenchmarkDataset):
+class Caltech101(BenchmarkDataset):
     dataset_dir = "caltech-101"
     image_dir = "101_ObjectCategories"
     split_file = "split_zhou_Caltech101.json"
@@ -26,4 +27,4 @@ caltech-101/
     STANDARD_SIZES = {"classes": 100, "train": 4128, "val": 1649, "test": 2465}
 
     def read_raw_split(self):
-        return common.read_and_split_data(self.image_dir, ignored=IGNORED, new_cnames=NEW_CNAMES, context=self.context)
+        return read_and_split_data(self.image_dir, ignored=IGNORED, new_cnames=NEW_CNAMES, context=self.context)

@@ -1,12 +1,13 @@
-"""Describable Textures (datasets.md §2.9): 47 texture folders, folder split when no JSON."""
+"""Describable Textures: 47 texture folders, folder split when no JSON."""
 
 from dassl.data.datasets import DATASET_REGISTRY
 
-from . import common
+from .base import BenchmarkDataset
+from .splits import read_and_split_data
 
 
 @DATASET_REGISTRY.register()
-class DescribableTextures(common.BenchmarkDataset):
+class DescribableTextures(BenchmarkDataset):
     """Also the home of ``read_and_split_data`` (the folder split), as upstream."""
 
     dataset_dir = "dtd"
@@ -19,7 +20,7 @@ dtd/
     split_fewshot/                           few-shot caches, written by the loader"""
     STANDARD_SIZES = {"classes": 47, "train": 2820, "val": 1128, "test": 1692}
 
-    read_and_split_data = staticmethod(common.read_and_split_data)
+    read_and_split_data = staticmethod(read_and_split_data)
 
     def read_raw_split(self):
-        return common.read_and_split_data(self.image_dir, context=self.context)
+        return read_and_split_data(self.image_dir, context=self.context)

@@ -1,8 +1,9 @@
-"""EuroSAT RGB (datasets.md §2.10): 10 land-use classes; folder split when no JSON."""
+"""EuroSAT RGB: 10 land-use classes; folder split when no JSON."""
 
 from dassl.data.datasets import DATASET_REGISTRY
 
-from . import common
+from .base import BenchmarkDataset
+from .splits import read_and_split_data
 
 NEW_CNAMES = {
     "AnnualCrop": "Annual Crop Land",
@@ -19,7 +20,7 @@ NEW_CNAMES = {
 
 
 @DATASET_REGISTRY.register()
-class EuroSAT(common.BenchmarkDataset):
+class EuroSAT(BenchmarkDataset):
     dataset_dir = "eurosat"
     image_dir = "2750"
     split_file = "split_zhou_EuroSAT.json"
@@ -31,4 +32,4 @@ eurosat/
     STANDARD_SIZES = {"classes": 10, "train": 13500, "val": 5400, "test": 8100}
 
     def read_raw_split(self):
-        return common.read_and_split_data(self.image_dir, new_cnames=NEW_CNAMES, context=self.context)
+        return read_and_split_data(self.image_dir, new_cnames=NEW_CNAMES, context=self.context)

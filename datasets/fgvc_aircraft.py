@@ -1,14 +1,15 @@
-"""FGVC-Aircraft 2013b (datasets.md §2.7): 100 variants; the official lists are the split."""
+"""FGVC-Aircraft 2013b: 100 variants; the official lists are the split."""
 
 import os.path as osp
 
 from dassl.data.datasets import DATASET_REGISTRY
 
-from . import common
+from .annotations import read_annotation_lines
+from .base import BenchmarkDataset
 
 
 @DATASET_REGISTRY.register()
-class FGVCAircraft(common.BenchmarkDataset):
+class FGVCAircraft(BenchmarkDataset):
     dataset_dir = "fgvc_aircraft"
     image_dir = "images"
     raw_files = (
@@ -29,14 +30,14 @@ fgvc_aircraft/                       the data/ folder of fgvc-aircraft-2013b, re
 
     def read_raw_split(self):
         variants_file, *split_files = self.raw_paths()
-        variants = [line for _, line in common.read_annotation_lines(variants_file, self.context)]
+        variants = [line for _, line in read_annotation_lines(variants_file, self.context)]
         cname2lab = {name: label for label, name in enumerate(variants)}
         return tuple(self.read_data(cname2lab, split_file, variants_file) for split_file in split_files)
 
     def read_data(self, cname2lab, split_file, variants_file):
         """Lines "<id> <variant>", split at the first space; ids keep their leading zeros."""
         items = []
-        for lineno, line in common.read_annotation_lines(split_file, self.context):
+        for lineno, line in read_annotation_lines(split_file, self.context):
             image_id, _, classname = line.partition(" ")
             if not classname:
                 raise self.context.malformed_line(split_file, lineno, line, "<image id> <variant name>")

@@ -1,12 +1,13 @@
-"""Food-101 (datasets.md §2.6): 101 dishes; folder split when no JSON (meta/ is not used)."""
+"""Food-101: 101 dishes; folder split when no JSON (meta/ is not used)."""
 
 from dassl.data.datasets import DATASET_REGISTRY
 
-from . import common
+from .base import BenchmarkDataset
+from .splits import read_and_split_data
 
 
 @DATASET_REGISTRY.register()
-class Food101(common.BenchmarkDataset):
+class Food101(BenchmarkDataset):
     dataset_dir = "food-101"
     image_dir = "images"
     split_file = "split_zhou_Food101.json"
@@ -18,4 +19,4 @@ food-101/
     STANDARD_SIZES = {"classes": 101, "train": 50500, "val": 20200, "test": 30300}
 
     def read_raw_split(self):
-        return common.read_and_split_data(self.image_dir, context=self.context)
+        return read_and_split_data(self.image_dir, context=self.context)

@@ -1,4 +1,4 @@
-"""ImageNet (datasets.md §2.1): train/val wnid folders, cached in preprocessed.pkl; val = test."""
+"""ImageNet: train/val wnid folders, cached in preprocessed.pkl; val = test."""
 
 import os
 import os.path as osp
@@ -7,11 +7,13 @@ import pickle
 from dassl.data.datasets import DATASET_REGISTRY
 from dassl.utils import listdir_nohidden
 
-from . import common
+from .annotations import DOCS, read_imagenet_classnames
+from .base import BenchmarkDataset
+from .caches import rebase_item_lists, write_pickle_atomically
 
 
 @DATASET_REGISTRY.register()
-class ImageNet(common.BenchmarkDataset):
+class ImageNet(BenchmarkDataset):
     """ImageNet's val set is the test set and also serves as val (``best_val`` selects on test).
 
     The few-shot cache holds only "train"; base/new subsamples (train, test).
@@ -30,7 +32,7 @@ imagenet/
     split_fewshot/                   few-shot caches, written by the loader"""
     STANDARD_SIZES = {"classes": 1000, "train": 1281167, "val": 50000, "test": 50000}
 
-    read_classnames = staticmethod(common.read_imagenet_classnames)
+    read_classnames = staticmethod(read_imagenet_classnames)
 
     def load_split(self):
         """(train, None, test) from preprocessed.pkl, or from the folders (then saved there)."""
@@ -39,25 +41,29 @@ imagenet/
             train, test = self.read_preprocessed()
             return (train, None, test), self.preprocessed
         classnames_file = osp.join(self.dataset_dir, "classnames.txt")
-        classnames = common.read_imagenet_classnames(classnames_file, self.context)
+        classnames = read_imagenet_classnames(classnames_file, self.context)
         train_folders = self.class_folders("train")
         val_folders = self.class_folders("val")
         self.check_same_wnids(train_folders, val_folders)
         train = self.read_data(classnames, classnames_file, "train", train_folders)
         test = self.read_data(classnames, classnames_file, "val", val_folders)
         if not self.read_only:
-            common.write_pickle_atomically(
+            write_pickle_atomically(
                 {"train": train, "test": test}, self.preprocessed, self.context, "saving preprocessed.pkl"
             )
         return (train, None, test), [osp.join(self.image_dir, "train"), osp.join(self.image_dir, "val")]
 
     def read_preprocessed(self):
-        """Load preprocessed.pkl; only the first and last entry of each list are checked (speed)."""
+        """Load preprocessed.pkl, its paths rebased when the data folder moved.
+
+        Only the first and last entry of each list are checked (speed).
+        """
         fix = f"delete {self.preprocessed} (and split_fewshot/) to have it rebuilt from the image folders"
         try:
             with open(self.preprocessed, "rb") as f:
                 data = pickle.load(f)
             lists = [data["train"], data["test"]]
+            old_dir = rebase_item_lists(lists, self.dataset_dir)
             ends = [items[i].impath for items in lists for i in (0, -1)]
         except Exception as e:  # any unpickling or content failure means an unusable file
             raise self.context.error(
@@ -66,6 +72,8 @@ imagenet/
                 "the ImageNet item lists",
                 fix,
             ) from None
+        if old_dir:
+            print(f"preprocessed.pkl was written under {old_dir}: its paths are read under {self.dataset_dir}")
         missing = next((path for path in ends if not osp.isfile(path)), None)
         if missing:
             raise self.context.error(
@@ -89,7 +97,7 @@ imagenet/
                 ),
                 split_dir,
                 f"the ImageNet {split} images",
-                fix=f"sort the validation images into one folder per wnid (see {common.DOCS})"
+                fix=f"sort the validation images into one folder per wnid (see {DOCS})"
                 if split == "val"
                 else "extract the train archive and its per-class tar files there",
             )

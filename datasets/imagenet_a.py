@@ -1,12 +1,12 @@
-"""ImageNet-A (datasets.md §2.14): 200 wnid folders, labels 0..199 in the 200-class space."""
+"""ImageNet-A: 200 wnid folders, labels 0..199 in the 200-class space."""
 
 from dassl.data.datasets import DATASET_REGISTRY
 
-from . import common
+from .base import WnidFolderDataset
 
 
 @DATASET_REGISTRY.register()
-class ImageNetA(common.WnidFolderDataset):
+class ImageNetA(WnidFolderDataset):
     dataset_dir = "imagenet-adversarial"
     image_dir = "imagenet-a"
     LAYOUT = """\

@@ -1,12 +1,12 @@
-"""ImageNet-R (datasets.md §2.15): 200 wnid folders, labels 0..199 in the 200-class space."""
+"""ImageNet-R: 200 wnid folders, labels 0..199 in the 200-class space."""
 
 from dassl.data.datasets import DATASET_REGISTRY
 
-from . import common
+from .base import WnidFolderDataset
 
 
 @DATASET_REGISTRY.register()
-class ImageNetR(common.WnidFolderDataset):
+class ImageNetR(WnidFolderDataset):
     dataset_dir = "imagenet-rendition"
     image_dir = "imagenet-r"
     LAYOUT = """\

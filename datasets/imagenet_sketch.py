@@ -1,17 +1,16 @@
-"""ImageNet-Sketch (datasets.md §2.13): 1000 wnid folders of sketches, test only."""
+"""ImageNet-Sketch: 1000 wnid folders of sketches, test only."""
 
 from dassl.data.datasets import DATASET_REGISTRY
 
-from . import common
+from .annotations import DOCS
+from .base import WnidFolderDataset
 
 
 @DATASET_REGISTRY.register()
-class ImageNetSketch(common.WnidFolderDataset):
+class ImageNetSketch(WnidFolderDataset):
     dataset_dir = "imagenet-sketch"
     image_dir = "images"
-    IMAGE_DIR_FIX = (
-        f"the ImageNet-Sketch archive unpacks to a folder named sketch/: rename it to images/ (see {common.DOCS})"
-    )
+    IMAGE_DIR_FIX = f"the ImageNet-Sketch archive unpacks to a folder named sketch/: rename it to images/ (see {DOCS})"
     LAYOUT = """\
 imagenet-sketch/
     images/<wnid>/*.JPEG             1000 wnid folders (the archive's sketch/ folder, renamed)

@@ -1,17 +1,18 @@
-"""ImageNetV2 matched-frequency (datasets.md §2.12): folder "i" holds label i, test only."""
+"""ImageNetV2 matched-frequency: folder "i" holds label i, test only."""
 
 import os.path as osp
 import warnings
 
 from dassl.data.datasets import DATASET_REGISTRY
 
-from . import common
+from .annotations import DOCS, subfolders
+from .base import ImageNetVariant
 
 NUM_IMAGENET_CLASSES = 1000
 
 
 @DATASET_REGISTRY.register()
-class ImageNetV2(common.ImageNetVariant):
+class ImageNetV2(ImageNetVariant):
     """Reads the numeric folders that exist, which must be exactly 0..N-1 (N <= lines of
     classnames.txt); upstream's loop over 1000 hard-coded folders fails on partial copies.
     """
@@ -27,7 +28,7 @@ imagenetv2/
     def read_data(self, classnames):
         """label i <-> folder "i" <-> line i of classnames.txt (file order)."""
         classnames_file = osp.join(self.dataset_dir, "classnames.txt")
-        folders = common.subfolders(self.image_dir)
+        folders = subfolders(self.image_dir)
         for name in folders:
             if not name.isdigit() or str(int(name)) != name:
                 raise self.context.error(
@@ -44,7 +45,7 @@ imagenetv2/
                 f"the numeric class folders are not 0..N-1: folder {0 if missing is None else missing} is missing",
                 osp.join(self.image_dir, str(0 if missing is None else missing)),
                 "the labels (folder name = label)",
-                fix=f"extract the complete archive (see {common.DOCS})",
+                fix=f"extract the complete archive (see {DOCS})",
             )
         names = list(classnames.values())
         if num_classes > len(names):

@@ -1,4 +1,4 @@
-"""Oxford Flowers-102 (datasets.md §2.5): labels from imagelabels.mat, names from cat_to_name.json."""
+"""Oxford Flowers-102: labels from imagelabels.mat, names from cat_to_name.json."""
 
 import os.path as osp
 from collections import defaultdict
@@ -6,13 +6,15 @@ from collections import defaultdict
 from dassl.data.datasets import DATASET_REGISTRY
 from dassl.utils import read_json
 
-from . import common
+from .annotations import load_mat_row
+from .base import BenchmarkDataset
+from .splits import shuffle_and_cut
 
 LABELS_SHAPE = "shape (1, N): the 1-based label of image_{i+1:05d}.jpg at index i"
 
 
 @DATASET_REGISTRY.register()
-class OxfordFlowers(common.BenchmarkDataset):
+class OxfordFlowers(BenchmarkDataset):
     dataset_dir = "oxford_flowers"
     image_dir = "jpg"
     split_file = "split_zhou_OxfordFlowers.json"
@@ -29,7 +31,7 @@ oxford_flowers/
     def read_raw_split(self):
         """Algorithm C: per label (first-appearance order) shuffle and cut 50/20/30."""
         label_file, names_file = self.raw_paths()
-        labels = common.load_mat_row(label_file, "labels", self.context, LABELS_SHAPE)
+        labels = load_mat_row(label_file, "labels", self.context, LABELS_SHAPE)
         cat_to_name = self.read_cat_to_name(names_file)
         impaths_by_label = defaultdict(list)
         for index, label in enumerate(labels):
@@ -43,9 +45,7 @@ oxford_flowers/
                     str(label), names_file, f"the class name of label {label} in {label_file}"
                 )
             classname = cat_to_name[str(label)]
-            parts = common.shuffle_and_cut(
-                impaths, 0.5, 0.2, self.context, f"label {label} ({classname!r})", label_file
-            )
+            parts = shuffle_and_cut(impaths, 0.5, 0.2, self.context, f"label {label} ({classname!r})", label_file)
             where = f"label {label} in {label_file}"
             for items, part in zip((train, val, test), parts):
                 items.extend(self.context.datum(impath, label - 1, classname, where) for impath in part)

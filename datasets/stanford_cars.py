@@ -1,17 +1,19 @@
-"""Stanford Cars (datasets.md §2.4): 196 models; split paths are relative to the dataset folder."""
+"""Stanford Cars: 196 models; split paths are relative to the dataset folder."""
 
 import os.path as osp
 
 from dassl.data.datasets import DATASET_REGISTRY
 
-from . import common
+from .annotations import load_mat_row
+from .base import BenchmarkDataset
+from .splits import split_trainval
 
 ANNOTATIONS_SHAPE = '1xN struct array with the fields "fname" and "class"'
 CLASS_NAMES_SHAPE = "1xC cell array of class names"
 
 
 @DATASET_REGISTRY.register()
-class StanfordCars(common.BenchmarkDataset):
+class StanfordCars(BenchmarkDataset):
     dataset_dir = "stanford_cars"
     image_folders = ("cars_train", "cars_test")
     split_file = "split_zhou_StanfordCars.json"
@@ -29,15 +31,15 @@ stanford_cars/
 
     def read_raw_split(self):
         train_file, test_file, meta_file = self.raw_paths()
-        class_names = common.load_mat_row(meta_file, "class_names", self.context, CLASS_NAMES_SHAPE)
+        class_names = load_mat_row(meta_file, "class_names", self.context, CLASS_NAMES_SHAPE)
         trainval = self.read_data("cars_train", train_file, class_names, meta_file)
         test = self.read_data("cars_test", test_file, class_names, meta_file)
-        train, val = common.split_trainval(trainval, context=self.context, source=train_file)
+        train, val = split_trainval(trainval, context=self.context, source=train_file)
         return train, val, test
 
     def read_data(self, image_folder, anno_file, class_names, meta_file):
         """Items of one annotation .mat: label = class - 1, year moved to the front of the name."""
-        annotations = common.load_mat_row(anno_file, "annotations", self.context, ANNOTATIONS_SHAPE)
+        annotations = load_mat_row(anno_file, "annotations", self.context, ANNOTATIONS_SHAPE)
         if not {"fname", "class"} <= set(annotations.dtype.names or ()):
             raise self.context.error(
                 f'key "annotations" lacks the fields "fname"/"class"; expected {ANNOTATIONS_SHAPE}',

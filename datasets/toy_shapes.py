@@ -14,7 +14,7 @@ writes the whole tree.
 
 from dassl.data.datasets import DATASET_REGISTRY
 
-from . import common
+from .base import BenchmarkDataset
 
 COLOURS = ("red", "orange", "yellow", "green", "blue", "purple")
 SHAPES = ("circle", "square", "triangle", "star", "cross", "ring")
@@ -51,7 +51,7 @@ GENERATE_COMMAND = "python -m tools.toy_world --root <DATASET.ROOT>"
 
 
 @DATASET_REGISTRY.register()
-class ToyShapes(common.BenchmarkDataset):
+class ToyShapes(BenchmarkDataset):
     """The toy world's dataset; constructor steps, few-shot caches and base/new as the others."""
 
     dataset_dir = "toy_shapes"

@@ -1,11 +1,13 @@
-"""UCF101 middle frames (datasets.md §2.11): 101 actions; trainlist01/testlist01 when no JSON."""
+"""UCF101 middle frames: 101 actions; trainlist01/testlist01 when no JSON."""
 
 import os.path as osp
 import re
 
 from dassl.data.datasets import DATASET_REGISTRY
 
-from . import common
+from .annotations import read_annotation_lines
+from .base import BenchmarkDataset
+from .splits import split_trainval
 
 
 def renamed_action(action):
@@ -14,7 +16,7 @@ def renamed_action(action):
 
 
 @DATASET_REGISTRY.register()
-class UCF101(common.BenchmarkDataset):
+class UCF101(BenchmarkDataset):
     dataset_dir = "ucf101"
     image_dir = "UCF-101-midframes"
     split_file = "split_zhou_UCF101.json"
@@ -37,20 +39,20 @@ ucf101/
     def read_raw_split(self):
         classes_file, trainval_file, test_file = self.raw_paths()
         cname2lab = {}
-        for lineno, line in common.read_annotation_lines(classes_file, self.context):
+        for lineno, line in read_annotation_lines(classes_file, self.context):
             fields = line.split(" ")
             if len(fields) != 2 or not fields[0].isdigit():
                 raise self.context.malformed_line(classes_file, lineno, line, "<1-based id> <Action>")
             cname2lab[fields[1]] = int(fields[0]) - 1
         trainval = self.read_data(cname2lab, trainval_file, classes_file)
         test = self.read_data(cname2lab, test_file, classes_file)
-        train, val = common.split_trainval(trainval, context=self.context, source=trainval_file)
+        train, val = split_trainval(trainval, context=self.context, source=trainval_file)
         return train, val, test
 
     def read_data(self, cname2lab, list_file, classes_file):
         """The class comes from the folder part of "<Action>/v_<...>.avi [id]", never the file name."""
         items = []
-        for lineno, line in common.read_annotation_lines(list_file, self.context):
+        for lineno, line in read_annotation_lines(list_file, self.context):
             parts = line.split()[0].split("/")
             if len(parts) != 2:
                 raise self.context.malformed_line(list_file, lineno, line, "<Action>/v_<Action>_gXX_cYY.avi [id]")

@@ -13,7 +13,7 @@ import scipy.io
 import datasets
 from dassl.data.datasets import DATASET_REGISTRY
 from dassl.utils import listdir_nohidden
-from datasets import common
+from datasets import annotations, splits
 from tests.fake_datasets import (
     FAKE_NAMES,
     SPLIT_JSON_NAMES,
@@ -53,12 +53,12 @@ def test_all_fifteen_registered_with_their_yaml_configs():
 
 
 def test_shared_helpers_live_where_upstream_has_them():
-    assert datasets.OxfordPets.read_split is common.read_split
-    assert datasets.OxfordPets.save_split is common.save_split
-    assert datasets.OxfordPets.split_trainval is common.split_trainval
-    assert datasets.OxfordPets.subsample_classes is common.subsample_classes
-    assert datasets.DescribableTextures.read_and_split_data is common.read_and_split_data
-    assert datasets.ImageNet.read_classnames is common.read_imagenet_classnames
+    assert datasets.OxfordPets.read_split is splits.read_split
+    assert datasets.OxfordPets.save_split is splits.save_split
+    assert datasets.OxfordPets.split_trainval is splits.split_trainval
+    assert datasets.OxfordPets.subsample_classes is splits.subsample_classes
+    assert datasets.DescribableTextures.read_and_split_data is splits.read_and_split_data
+    assert datasets.ImageNet.read_classnames is annotations.read_imagenet_classnames
 
 
 @pytest.mark.filterwarnings("ignore:ImageNetV2")

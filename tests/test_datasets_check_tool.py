@@ -11,8 +11,9 @@ import pytest
 
 import datasets
 from dassl.data.datasets import DATASET_REGISTRY
+from datasets.toy_shapes import CLASSNAMES
 from tests.fake_datasets import build_fake, make_cfg
-from tools import check_datasets
+from tools import check_datasets, toy_world
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -125,6 +126,44 @@ def test_all_fifteen_checked_by_default(tmp_path, capsys):
     assert "Summary: 0 ok, 15 missing, 0 with problems" in out
     for dataset_class in datasets.BENCHMARKS:
         assert f"[missing]  {dataset_class.__name__} " in out
+
+
+def test_toy_shapes_is_checked_when_named(tmp_path, monkeypatch, capsys):
+    toy_world.write_toy_world(str(tmp_path), 1, {"train": 2, "val": 1, "test": 1})
+    before = tree_listing(tmp_path)
+    status, out = run_main(capsys, "--root", str(tmp_path), "toy_shapes")
+    assert status == 1
+    assert "[problem]  ToyShapes (toy_shapes/) classes 36, train 72, val 36, test 36" in out
+    assert "train 72 (standard: 864); val 36 (standard: 288); test 36 (standard: 864)" in out
+    assert "fix: the toy world is incomplete or was generated with other sizes: generate it with " in out
+    assert "python -m tools.toy_world --root <DATASET.ROOT>" in out
+
+    small = {"classes": 36, "train": 72, "val": 36, "test": 36}
+    monkeypatch.setattr(datasets.ToyShapes, "STANDARD_SIZES", small)
+    status, out = run_main(capsys, "--root", str(tmp_path), "ToyShapes")
+    assert status == 0 and "[ok]       ToyShapes (toy_shapes/) classes 36" in out
+    assert tree_listing(tmp_path) == before
+
+
+def test_toy_shapes_standard_sizes_are_the_generators_defaults():
+    sizes = {key: len(CLASSNAMES) * n for key, n in toy_world.SPLIT_SIZES.items()}
+    assert datasets.ToyShapes.STANDARD_SIZES == dict(sizes, classes=len(CLASSNAMES))
+
+
+def test_missing_toy_shapes_names_the_generator(tmp_path, capsys):
+    status, out = run_main(capsys, "--root", str(tmp_path), "toy_shapes")
+    assert status == 1
+    assert "[missing]  ToyShapes {} not found".format(osp.join(str(tmp_path), "toy_shapes")) in out
+    assert "fix: generate it with python -m tools.toy_world --root <DATASET.ROOT> (see docs/toy_world.md)" in out
+
+
+def test_toy_shapes_without_its_split_file_is_the_loaders_error_only(tmp_path, capsys):
+    dataset_dir = toy_world.write_toy_world(str(tmp_path), 1, {"train": 1, "val": 1, "test": 1})
+    os.remove(osp.join(dataset_dir, "split_zhou_ToyShapes.json"))
+    status, out = run_main(capsys, "--root", str(tmp_path), "toy_shapes")
+    assert status == 1
+    assert "split_zhou_ToyShapes.json not found" in out and "generate the toy world again" in out
+    assert "published" not in out and "Google Drive" not in out
 
 
 def test_command_line_entry_point(tmp_path):

@@ -222,13 +222,12 @@ def test_imagenet_unsorted_val_folder(tmp_path):
 
 
 def test_imagenet_stale_preprocessed_pkl(tmp_path):
-    info = build_fake("ImageNet", tmp_path / "old")
+    info = build_fake("ImageNet", tmp_path)
     random.seed(1)
-    DATASET_REGISTRY.get("ImageNet")(make_cfg(info.root, "ImageNet"))
-    os.makedirs(tmp_path / "new")
-    shutil.move(info.dataset_dir, str(tmp_path / "new" / "imagenet"))
-    message = layout_error(info, "preprocessed.pkl refers to a missing image", root=str(tmp_path / "new"))
-    assert "delete " + str(tmp_path / "new" / "imagenet" / "preprocessed.pkl") in message
+    dataset = DATASET_REGISTRY.get("ImageNet")(make_cfg(info.root, "ImageNet"))
+    os.remove(dataset.test[-1].impath)  # deleted after preprocessed.pkl was written
+    message = layout_error(info, "preprocessed.pkl refers to a missing image", dataset.test[-1].impath)
+    assert "delete " + osp.join(info.dataset_dir, "preprocessed.pkl") in message
 
 
 def test_imagenet_v2_gap_in_numeric_folders(tmp_path):

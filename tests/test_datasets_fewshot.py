@@ -13,8 +13,9 @@ from collections import defaultdict
 import pytest
 
 import datasets  # noqa: F401  (registers the datasets)
-from dassl.data.datasets import DATASET_REGISTRY, DatasetLayoutError, Datum
-from datasets import common
+from dassl.data.datasets import DATASET_REGISTRY, DatasetLayoutError, Datum, build_dataset
+from dassl.utils import set_random_seed
+from datasets import caches, splits
 from tests.fake_datasets import build_fake, make_cfg
 
 
@@ -60,13 +61,13 @@ def test_subsample_classes_uses_the_labels_of_the_first_list():
     impath = osp.abspath(__file__)
     train = [Datum(impath, label, classname=str(label)) for label in (7, 2, 5, 2, 9, 11)]
     test = [Datum(impath, label, classname=str(label)) for label in (11, 9, 7, 5, 2, 3)]
-    base_train, base_test = common.subsample_classes(train, test, subsample="base")
+    base_train, base_test = splits.subsample_classes(train, test, subsample="base")
     assert [(d.label, d.classname) for d in base_train] == [(2, "7"), (0, "2"), (1, "5"), (0, "2")]
     assert [(d.label, d.classname) for d in base_test] == [(2, "7"), (1, "5"), (0, "2")]
-    new_train, new_test = common.subsample_classes(train, test, subsample="new")
+    new_train, new_test = splits.subsample_classes(train, test, subsample="new")
     assert [(d.label, d.classname) for d in new_train] == [(0, "9"), (1, "11")]
     assert [(d.label, d.classname) for d in new_test] == [(1, "11"), (0, "9")]
-    assert common.subsample_classes(train, test, subsample="all") == (train, test)
+    assert splits.subsample_classes(train, test, subsample="all") == (train, test)
 
 
 def test_subsample_rejects_unknown_values(tmp_path):
@@ -121,6 +122,81 @@ def test_classes_with_fewer_items_than_shots_keep_all_of_them(tmp_path):
     assert len(dataset.val) == 2 * 4  # min(16, 4) = 4 > the 2 val items per class
 
 
+def build_as_train_py(info, seed, num_shots):
+    """What train.py does before the dataset exists: set_random_seed(SEED), then build it."""
+    cfg = make_cfg(info.root, info.name, num_shots=num_shots, seed=seed)
+    cfg.VERBOSE = False
+    set_random_seed(cfg.SEED)
+    return build_dataset(cfg)
+
+
+def test_set_random_seed_decides_the_fewshot_sample_whatever_random_held_before(tmp_path):
+    info = build_fake("DescribableTextures", tmp_path, images_per_class=12)
+    with open(info.split_file) as f:
+        split = json.load(f)
+    image_dir = osp.join(info.dataset_dir, "images")
+
+    def sample(seed, earlier_state, seeded=True):
+        shutil.rmtree(osp.join(info.dataset_dir, "split_fewshot"), ignore_errors=True)  # draw, no cache
+        random.seed(earlier_state)  # whatever ran before in the process
+        if seeded:
+            dataset = build_as_train_py(info, seed, num_shots=4)
+        else:
+            dataset = DATASET_REGISTRY.get(info.name)(make_cfg(info.root, info.name, num_shots=4, seed=seed))
+        return relative(dataset.train_x, image_dir), relative(dataset.val, image_dir)
+
+    # Without the seeding step the sample follows the earlier state: the test can tell.
+    assert sample(1, earlier_state=0, seeded=False) != sample(1, earlier_state=99, seeded=False)
+    first = sample(1, earlier_state=0)
+    assert sample(1, earlier_state=99) == first
+    assert sample(1, earlier_state=12345) == first
+    assert sample(2, earlier_state=0)[0] != first[0]
+    assert sample(2, earlier_state=0) == sample(2, earlier_state=99)
+    # set_random_seed(S) seeds the sampler as random.seed(S) does, so caches match upstream's.
+    expected = reference_fewshot(split, shots=4, seed=1)
+    assert first == (expected["train"], expected["val"])
+
+
+def with_train_items_of_label_0_cut_to(info, count):
+    with open(info.split_file) as f:
+        split = json.load(f)
+    kept = [entry for entry in split["train"] if entry[1] == 0][:count]
+    split["train"] = kept + [entry for entry in split["train"] if entry[1] != 0]
+    with open(info.split_file, "w") as f:
+        json.dump(split, f)
+    return split
+
+
+def test_num_shots_above_what_a_class_has_is_said_once(tmp_path, capsys):
+    info = build_fake("DescribableTextures", tmp_path, images_per_class=12)  # 9 train items per class
+    split = with_train_items_of_label_0_cut_to(info, 5)
+    expected_line = (
+        "Warning: DATASET.NUM_SHOTS is 7, but 1 of 3 classes have fewer training items (smallest: 5); "
+        "they keep all of their items"
+    )
+    dataset = load(info, num_shots=7)
+    out = capsys.readouterr().out
+    assert out.count("DATASET.NUM_SHOTS") == 1 and expected_line in out.splitlines()
+    image_dir = osp.join(info.dataset_dir, "images")
+    train = relative(dataset.train_x, image_dir)
+    assert sorted(entry for entry in train if entry[1] == 0) == sorted(tuple(e) for e in split["train"] if e[1] == 0)
+    assert [sum(entry[1] == label for entry in train) for label in range(3)] == [5, 7, 7]  # no repetition
+
+    load(info, num_shots=7)  # from the cache: the run's log says it too, once
+    out = capsys.readouterr().out
+    assert "Loading preprocessed few-shot data" in out and out.count("DATASET.NUM_SHOTS") == 1
+
+    load(info, num_shots=5)
+    assert "DATASET.NUM_SHOTS" not in capsys.readouterr().out
+
+
+def test_num_shots_line_counts_every_short_class(tmp_path, capsys):
+    info = build_fake("FGVCAircraft", tmp_path, images_per_class=3)
+    load(info, num_shots=16)
+    out = capsys.readouterr().out
+    assert "Warning: DATASET.NUM_SHOTS is 16, but 4 of 4 classes have fewer training items (smallest: 3)" in out
+
+
 def test_second_construction_reuses_the_cache(tmp_path, capsys):
     info = build_fake("Caltech101", tmp_path)
     path = cache_path(info, 2, 1)
@@ -149,8 +225,8 @@ def test_cache_file_is_interchangeable_with_upstream(tmp_path):
         assert f.read(2) == bytes([0x80, pickle.HIGHEST_PROTOCOL])
     with open(path, "rb") as f:
         data = pickle.load(f)
-    assert set(data) == {"train", "val", common.CACHE_DATASET_DIR_KEY, common.CACHE_FINGERPRINT_KEY}
-    assert data[common.CACHE_DATASET_DIR_KEY] == info.dataset_dir
+    assert set(data) == {"train", "val", caches.CACHE_DATASET_DIR_KEY, caches.CACHE_FINGERPRINT_KEY}
+    assert data[caches.CACHE_DATASET_DIR_KEY] == info.dataset_dir
     for item in data["train"] + data["val"]:
         assert (type(item).__module__, type(item).__qualname__) == ("dassl.data.datasets.base_dataset", "Datum")
         assert set(vars(item)) == {"_impath", "_label", "_domain", "_classname"}
@@ -163,7 +239,7 @@ def test_imagenet_cache_holds_only_train(tmp_path):
     dataset = load(info, num_shots=2)
     with open(cache_path(info, 2, 1), "rb") as f:
         data = pickle.load(f)
-    assert set(data) == {"train", common.CACHE_DATASET_DIR_KEY, common.CACHE_FINGERPRINT_KEY}
+    assert set(data) == {"train", caches.CACHE_DATASET_DIR_KEY, caches.CACHE_FINGERPRINT_KEY}
     assert len(dataset.train_x) == 2 * 3 and dataset.val is dataset.test
     assert len(dataset.test) == info.counts["test"]
 
@@ -281,11 +357,14 @@ def test_split_fewshot_that_is_not_a_folder_is_reported(tmp_path):
 
 def test_unwritable_split_fewshot_is_reported(tmp_path, monkeypatch):
     info = build_fake("Food101", tmp_path)
+    os_open = os.open
 
-    def refuse(*args, **kwargs):
-        raise PermissionError(13, "Permission denied")
+    def refuse_in_split_fewshot(path, *args, **kwargs):  # root ignores folder permissions
+        if osp.basename(osp.dirname(path)) == "split_fewshot":
+            raise PermissionError(13, "Permission denied")
+        return os_open(path, *args, **kwargs)
 
-    monkeypatch.setattr(common.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(os, "open", refuse_in_split_fewshot)
     with pytest.raises(DatasetLayoutError) as excinfo:
         load(info, num_shots=1)
     message = str(excinfo.value)
