@@ -156,26 +156,70 @@ def test_learned_prompts_transfer_to_other_classes(trained, clip_path):
     assert other(torch.randn(2, 3, 32, 32)).shape == (2, 4)
 
 
-def test_official_full_model_checkpoint_loads(trained, data_root, clip_path, tmp_path, capsys):
-    trainer, _, _, _ = trained
-    learned = trainer.model.prompt_learner.state_dict()
-    official = {f"prompt_learner.{key}": value + 1.0 for key, value in learned.items()}
-    official["prompt_learner.token_prefix"] = torch.zeros(6, 1, 64)
-    official["prompt_learner.token_suffix"] = torch.zeros(6, 70, 64)
-    official["image_encoder.conv1.weight"] = torch.zeros(64, 3, 8, 8)
-    official["text_encoder.positional_embedding"] = torch.zeros(77, 64)
-    official["logit_scale"] = torch.zeros(())
-    folder = tmp_path / "official" / LEARNER_NAME
-    folder.mkdir(parents=True)
-    torch.save({"state_dict": official, "epoch": 5, "optimizer": None, "scheduler": None}, folder / "model.pth.tar-5")
+def official_full_model_state(n_prompts, n_ctx, depth, d_text, d_vision, n_classes, generator):
+    """A state dict with the key names and shapes of the official trainer's checkpoint (the whole
+    CustomCLIP: learner under ``prompt_learner.``, frozen towers under ``image_encoder.`` and
+    ``text_encoder.``), written from the official layout, not from this project's modules."""
+    shapes = {
+        "prompt_learner.ctx": (n_prompts, n_ctx, d_text),
+        "prompt_learner.proj.weight": (d_vision, d_text),
+        "prompt_learner.proj.bias": (d_vision,),
+        "prompt_learner.token_prefix": (n_classes * n_prompts, 1, d_text),
+        "prompt_learner.token_suffix": (n_classes * n_prompts, 77 - 1 - n_ctx, d_text),
+        "image_encoder.conv1.weight": (d_vision, 3, 8, 8),
+        "image_encoder.class_embedding": (d_vision,),
+        "text_encoder.positional_embedding": (77, d_text),
+        "text_encoder.ln_final.weight": (d_text,),
+        "logit_scale": (),
+    }
+    for k in range(depth - 1):
+        shapes[f"prompt_learner.compound_prompts_text.{k}"] = (n_prompts, n_ctx, d_text)
+        shapes[f"prompt_learner.compound_prompt_projections.{k}.weight"] = (d_vision, d_text)
+        shapes[f"prompt_learner.compound_prompt_projections.{k}.bias"] = (d_vision,)
+    return {key: torch.randn(shape, generator=generator) for key, shape in shapes.items()}
 
+
+LEARNED_OFFICIAL_KEYS = 3 + 3 * 2  # ctx, proj.{weight,bias}, and per deep layer (depth 3: 2 layers)
+
+
+def _write_official(folder, state, epoch=5):
+    folder.mkdir(parents=True)
+    path = folder / f"model.pth.tar-{epoch}"
+    torch.save({"state_dict": state, "epoch": epoch, "optimizer": None, "scheduler": None}, path)
+    return path
+
+
+def _assert_holds_official(learner, official):
+    learned = learner.state_dict()
+    assert len(learned) == LEARNED_OFFICIAL_KEYS
+    for key, value in learned.items():
+        torch.testing.assert_close(value, official["prompt_learner." + key].to(value.dtype))
+
+
+def test_official_full_model_checkpoint_loads(data_root, clip_path, tmp_path, capsys):
+    official = official_full_model_state(2, 2, 3, 64, 64, 3, torch.Generator().manual_seed(0))
+    _write_official(tmp_path / "official" / LEARNER_NAME, official)
     fresh = build(align_argv(data_root, tmp_path / "eval", clip_path, extra_flags=["--eval-only"]))
     fresh.load_model(str(tmp_path / "official"), epoch=5)
-    out = capsys.readouterr().out
-    assert "ignoring 3 frozen CLIP entries" in out
-    assert "Missing keys" not in out and "Unexpected keys" not in out
-    for key, value in fresh.model.prompt_learner.state_dict().items():
-        torch.testing.assert_close(value, learned[key] + 1.0)
+    assert "ignoring 5 frozen CLIP entries" in capsys.readouterr().out
+    _assert_holds_official(fresh.model.prompt_learner, official)
+
+
+def test_init_weights_takes_the_learned_tensors_of_an_official_checkpoint(data_root, clip_path, tmp_path):
+    official = official_full_model_state(2, 2, 3, 64, 64, 3, torch.Generator().manual_seed(1))
+    path = _write_official(tmp_path / "official", official)
+    trainer = build(align_argv(data_root, tmp_path / "run", clip_path, "MODEL.INIT_WEIGHTS", str(path)))
+    _assert_holds_official(trainer.model.prompt_learner, official)
+
+
+def test_a_checkpoint_of_another_config_is_refused_naming_the_keys(data_root, clip_path, tmp_path):
+    official = official_full_model_state(4, 2, 3, 64, 64, 3, torch.Generator().manual_seed(2))
+    _write_official(tmp_path / "official" / LEARNER_NAME, official)
+    fresh = build(align_argv(data_root, tmp_path / "eval", clip_path, extra_flags=["--eval-only"]))
+    with pytest.raises(
+        ConfigError, match=r"ctx \(4, 2, 64\) in the file, \(2, 2, 64\) in the model.*TEXT_PROMPT_NUMBER"
+    ):
+        fresh.load_model(str(tmp_path / "official"), epoch=5)
 
 
 def test_missing_model_file_is_named(trained, data_root, clip_path, tmp_path):
@@ -241,15 +285,29 @@ def test_mmp_usect_is_rejected_cleanly(data_root, clip_path, tmp_path, capsys):
     assert "Error: TRAINER.MMP.USECT True is not supported" in capsys.readouterr().out
 
 
-def test_cpu_precisions_train(data_root, clip_path, tmp_path, capsys):
-    """fp16 falls back to fp32 on the CPU (one warning line); bf16 runs under autocast."""
-    for prec in ("fp16", "bf16"):
-        trainer = build(align_argv(data_root, tmp_path / prec, clip_path, "TRAINER.ALIGN.PREC", prec))
-        assert trainer.precision.name == ("fp32" if prec == "fp16" else "bf16")
-        trainer.batch_idx, trainer.num_batches = 0, len(trainer.train_loader_x)
-        summary = trainer.forward_backward(next(iter(trainer.train_loader_x)))
-        assert torch.isfinite(torch.tensor(summary["loss"]))
-        assert trainer.model.prompt_learner.ctx.dtype == torch.float32
+@pytest.mark.parametrize(
+    "prec, effective, autocast", [("fp16", "fp32", None), ("amp", "fp32", None), ("bf16", "bf16", torch.bfloat16)]
+)
+def test_cpu_precisions_train(data_root, clip_path, tmp_path, monkeypatch, prec, effective, autocast):
+    """fp16 and amp fall back to fp32 on the CPU; bf16 runs the towers under autocast (the
+    training step and evaluation), with float32 weights and no gradient scaler."""
+    trainer = build(align_argv(data_root, tmp_path / prec, clip_path, "TRAINER.ALIGN.PREC", prec))
+    assert trainer.precision.name == effective and trainer.grad_scaler is None
+    seen = []
+    encode_image = trainer.model.clip.encode_image
+
+    def recording_encode_image(*args, **kwargs):
+        enabled = torch.is_autocast_enabled("cpu")
+        seen.append(torch.get_autocast_dtype("cpu") if enabled else None)
+        return encode_image(*args, **kwargs)
+
+    monkeypatch.setattr(trainer.model.clip, "encode_image", recording_encode_image)
+    trainer.batch_idx, trainer.num_batches = 0, len(trainer.train_loader_x)
+    summary = trainer.forward_backward(next(iter(trainer.train_loader_x)))
+    assert torch.isfinite(torch.tensor(summary["loss"]))
+    assert trainer.model.prompt_learner.ctx.dtype == torch.float32
+    trainer.test()
+    assert seen and set(seen) == {autocast}
 
 
 RECIPES = sorted(glob.glob(osp.join(REPO, "configs/trainers/ALIGN/vit_b16_*.yaml")))

@@ -10,6 +10,7 @@ Behaviour of the official code (docs/method.md). Three parts:
   trainer, on the shared ``PromptTrainer``.
 """
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -191,7 +192,8 @@ class MultiModalPromptLearner(nn.Module):
         self.compound_prompts_text = nn.ParameterList(
             [nn.Parameter(random_context(n_prompts, n_ctx, d_text)) for _ in range(depth - 1)]
         )
-        self.compound_prompt_projections = nn.ModuleList([nn.Linear(d_text, d_vision) for _ in range(depth - 1)])
+        projection = nn.Linear(d_text, d_vision)
+        self.compound_prompt_projections = nn.ModuleList([copy.deepcopy(projection) for _ in range(depth - 1)])
         self.set_classnames(classnames, clip_model)
 
     def set_classnames(self, classnames, clip_model):

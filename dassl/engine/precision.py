@@ -5,13 +5,15 @@
 ==========  ==================  ================  ===========================
 name        weight_dtype        autocast_dtype    grad scaler
 ==========  ==================  ================  ===========================
-fp16        float16             None              None (fp16 weights train directly)
+fp16        float16             None              None (half tensors train directly)
 fp32        float32             None              None
 amp         float32             float16           torch.amp.GradScaler on CUDA
 bf16        float32             bfloat16          None
 ==========  ==================  ================  ===========================
 
-``weight_dtype`` is the dtype of the frozen backbone and of the learned prompt parameters. On a
+``weight_dtype`` is the storage dtype of the frozen backbone's matmul weights (a CLIP trainer
+keeps its norms and embeddings in float32 under fp16, as OpenAI's checkpoints do); each method
+stores its learned tensors as its upstream code does under that backbone. On a
 CPU device fp16 and amp fall back to fp32 (CPU half kernels are missing or slow, and CPU autocast
 does not do float16 well), with one printed warning line per flag value and process; bf16 stays
 (CPU autocast supports bfloat16).
@@ -36,7 +38,7 @@ class Precision:
 
     Attributes:
         name: the effective flag value, one of SUPPORTED_PRECISIONS.
-        weight_dtype: dtype the frozen backbone and the learned parameters are stored in.
+        weight_dtype: storage dtype of the frozen backbone's weights.
         autocast_dtype: dtype of ``torch.autocast`` regions, or None for no autocast.
     """
 
