@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import train
+from benchmarks import precision_check
 from dassl.config import ConfigError
 from dassl.data import build_data_loader
 from dassl.data.transforms import build_transform
@@ -269,6 +270,8 @@ def test_train_py_runs_align_end_to_end(data_root, clip_path, tmp_path):
     assert "Trainable parameters (prompt learner): " in log
     assert "Finish training" in log and "* accuracy: " in log
     assert osp.isfile(tmp_path / LEARNER_NAME / "model.pth.tar-1")
+    losses = precision_check.epoch_losses(log)  # the GPU precision check reads these lines
+    assert list(losses) == [1] and losses[1] > 0
 
 
 def test_mmp_alias_reads_the_official_keys(data_root, clip_path, tmp_path):
