@@ -238,15 +238,6 @@ def run_trainer(cfg, args):
     A KeyboardInterrupt (Ctrl-C, or SIGTERM through ``sigterm_interrupts``) leaves with the line
     to print in its ``report`` attribute.
     """
-    trainer = None
-    try:
-        trainer = _run(cfg, args)
-    except KeyboardInterrupt as interrupt:
-        interrupt.report = interrupt_line(trainer, cfg, args, interrupt)
-        raise
-
-
-def _run(cfg, args):
     # The logger first, so that the seed line reaches log.txt (dassl-api §9.12).
     setup_logger(cfg.OUTPUT_DIR)
     if cfg.SEED >= 0:
@@ -263,15 +254,18 @@ def _run(cfg, args):
     if is_main_process():  # it takes seconds, and only rank 0's console and log show it
         print(f"** System info **\n{collect_env_info()}\n")
 
-    trainer = build_trainer(cfg)
-
-    if args.eval_only:
-        check_model_files(trainer, args.model_dir, args.load_epoch)
-        trainer.load_model(args.model_dir, epoch=args.load_epoch)
-        trainer.test()
-    elif not args.no_train:
-        trainer.train()
-    return trainer
+    trainer = None
+    try:
+        trainer = build_trainer(cfg)
+        if args.eval_only:
+            check_model_files(trainer, args.model_dir, args.load_epoch)
+            trainer.load_model(args.model_dir, epoch=args.load_epoch)
+            trainer.test()
+        elif not args.no_train:
+            trainer.train()
+    except KeyboardInterrupt as interrupt:
+        interrupt.report = interrupt_line(trainer, cfg, args, interrupt)
+        raise
 
 
 def build_parser():

@@ -414,6 +414,63 @@ def test_a_float_for_an_int_key_is_refused(run, data_root, tmp_path, capsys):
     assert "OPTIM.MAX_EPOCH" in err and "Type mismatch" in err
 
 
+@pytest.mark.parametrize(
+    "opts, message",
+    [
+        (("OPTIM.MAX_EPOCH", "0"), "OPTIM.MAX_EPOCH must be at least 1, but got 0"),
+        (("OPTIM.LR", "-0.01"), "OPTIM.LR must be >= 0, but got -0.01"),
+        (("OPTIM.WEIGHT_DECAY", "-1"), "OPTIM.WEIGHT_DECAY must be >= 0, but got -1.0"),
+        (("DATALOADER.TRAIN_X.BATCH_SIZE", "0"), "DATALOADER.TRAIN_X.BATCH_SIZE must be at least 1, but got 0"),
+        (("DATALOADER.TEST.BATCH_SIZE", "-4"), "DATALOADER.TEST.BATCH_SIZE must be at least 1, but got -4"),
+        (
+            ("DATASET.SUBSAMPLE_CLASSES", "novel"),
+            "DATASET.SUBSAMPLE_CLASSES must be one of all, base, new, but got 'novel'",
+        ),
+        (("TEST.FINAL_MODEL", "best"), "TEST.FINAL_MODEL must be one of last_step, best_val, but got 'best'"),
+        (
+            ("OPTIM.NAME", "sgdm"),
+            "OPTIM.NAME must be one of adam, amsgrad, sgd, rmsprop, adamw, but got 'sgdm' (Dassl's radam is not implemented)",
+        ),
+        (
+            ("OPTIM.LR_SCHEDULER", "exp"),
+            "OPTIM.LR_SCHEDULER must be one of single_step, multi_step, cosine, but got 'exp'",
+        ),
+    ],
+)
+def test_invalid_values_are_one_error_line_naming_the_key(run, data_root, tmp_path, capsys, opts, message):
+    err = expect_error(run, capsys, toy_argv(data_root, tmp_path / "out", *opts))
+    assert err == f"Error: {message}\n"
+    assert not os.path.exists(tmp_path / "out" / "linear_probe")  # refused before training
+
+
+def test_yaml_syntax_error_names_the_file(run, data_root, tmp_path, capsys):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("OPTIM:\n  NAME: sgd\n  LR: [0.1\n")
+    err = expect_error(run, capsys, toy_argv(data_root, tmp_path / "out", extra_flags=["--config-file", str(broken)]))
+    assert err.startswith(f'Error: Config file "{broken}" is not valid YAML at line 4, column 1: ')
+
+
+def test_resume_from_a_missing_or_empty_folder_is_an_error(run, data_root, tmp_path, capsys):
+    missing = str(tmp_path / "nowhere")
+    err = expect_error(run, capsys, toy_argv(data_root, tmp_path / "out", extra_flags=["--resume", missing]))
+    assert err == f'Error: --resume "{missing}": the folder does not exist\n'
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    err = expect_error(run, capsys, toy_argv(data_root, tmp_path / "out", extra_flags=["--resume", str(empty)]))
+    assert err.startswith(f'Error: --resume "{empty}" holds no checkpoint (expected the folder(s) linear_probe in it')
+
+
+def test_traceback_of_a_user_error_on_request(run, data_root, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("DASSL_TRACEBACK", "1")
+    status, _ = run(toy_argv(data_root, tmp_path / "out", "OPTIM.MAX_EPOCH", "0"))
+    captured = capsys.readouterr()
+    assert status == 1 and "Traceback (most recent call last)" in captured.err
+    assert captured.out.endswith("Error: OPTIM.MAX_EPOCH must be at least 1, but got 0\n")
+    log = read_log(tmp_path / "out")
+    assert "Traceback (most recent call last)" in log  # always kept in the log
+    assert log.endswith("Error: OPTIM.MAX_EPOCH must be at least 1, but got 0\n")
+
+
 def test_eval_only_with_a_missing_model_dir_names_what_exists(run, data_root, trained, tmp_path, capsys):
     typo = trained + "x"
     err = expect_error(

@@ -18,6 +18,7 @@ from yacs.config import CfgNode
 
 from dassl.config import ConfigError, config_differences, config_snapshot
 from dassl.utils import (
+    POINTER_NAME,
     CheckpointError,
     find_model_file,
     find_resume_checkpoint,
@@ -126,9 +127,13 @@ class CheckpointMixin:
         return pointed_checkpoint(osp.join(directory, names[0])) if names else None
 
     def has_checkpoint(self, directory):
-        """Whether ``directory`` holds a checkpoint folder for every registered model."""
+        """Whether ``directory/{name}`` holds a resume pointer or a ``model.pth.tar-N`` for every
+        registered model (a folder left empty by a failed first save holds none)."""
         names = self.get_model_names()
-        return bool(names) and all(osp.isdir(osp.join(directory, name)) for name in names)
+        return bool(names) and all(
+            osp.isfile(osp.join(directory, name, POINTER_NAME)) or saved_epochs(osp.join(directory, name))
+            for name in names
+        )
 
     def resume_model_if_exist(self, directory):
         """Resume every registered model from ``directory/{name}``; return the finished epochs (0 if none).
