@@ -95,7 +95,7 @@ def test_resume_falls_back_to_the_newest_intact_epoch_and_says_so(tmp_path, caps
         f'Resuming from the newest intact checkpoint "{tmp_path / "model.pth.tar-2"}" (epoch 2) instead'
     )
     reference = write_epochs(tmp_path / "ref", [2])
-    torch.testing.assert_close(model.weight, reference.weight * 2, rtol=0, atol=0)  # a copy, no computation
+    torch.testing.assert_close(model.weight, reference.weight * 2, rtol=0, atol=0)  # both: weight x 2, exact
 
 
 @pytest.mark.parametrize(

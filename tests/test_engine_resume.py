@@ -186,3 +186,26 @@ def test_no_intact_checkpoint_to_resume_is_one_error_line(run, data_root, crashe
         f.write("oops")
     err = expect_error(run, capsys, toy_argv(data_root, crashed, *COSINE, extra_flags=["--seed", "1"]))
     assert err.startswith(f'Error: Cannot resume from "{os.path.dirname(path)}": Checkpoint "{path}" is not a PyTorch')
+
+
+@pytest.mark.parametrize(
+    "saved_batch, saved_world_size, refusal",
+    [
+        (2, 2, None),  # 2 processes x 2: the same global batch as this process's 4
+        (4, 2, "DATALOADER.TRAIN_X.BATCH_SIZE: 4 x 2 processes in the checkpoint, 4 x 1 processes now"),
+        (8, 1, "DATALOADER.TRAIN_X.BATCH_SIZE: 8 in the checkpoint, 4 now"),
+    ],
+)
+def test_the_training_batch_is_compared_as_the_global_batch(
+    run, data_root, crashed, capsys, saved_batch, saved_world_size, refusal
+):
+    path = os.path.join(crashed, "linear_probe", "model.pth.tar-1")
+    checkpoint = torch.load(path, weights_only=True)
+    assert checkpoint["world_size"] == 1 and checkpoint["config"]["DATALOADER.TRAIN_X.BATCH_SIZE"] == 4
+    checkpoint["world_size"], checkpoint["config"]["DATALOADER.TRAIN_X.BATCH_SIZE"] = saved_world_size, saved_batch
+    torch.save(checkpoint, path)
+    argv = toy_argv(data_root, crashed, *COSINE, extra_flags=["--seed", "1"])
+    if refusal is None:
+        assert run(argv)[0] == 0
+    else:
+        assert f"the config differs from the one it was trained with ({refusal})" in expect_error(run, capsys, argv)

@@ -429,7 +429,8 @@ def test_a_float_for_an_int_key_is_refused(run, data_root, tmp_path, capsys):
         (("TEST.FINAL_MODEL", "best"), "TEST.FINAL_MODEL must be one of last_step, best_val, but got 'best'"),
         (
             ("OPTIM.NAME", "sgdm"),
-            "OPTIM.NAME must be one of adam, amsgrad, sgd, rmsprop, adamw, but got 'sgdm' (Dassl's radam is not implemented)",
+            "OPTIM.NAME must be one of adam, amsgrad, sgd, rmsprop, adamw, but got 'sgdm' "
+            "(Dassl's radam is not implemented)",
         ),
         (
             ("OPTIM.LR_SCHEDULER", "exp"),

@@ -22,6 +22,7 @@ from dassl.utils import (
     CheckpointError,
     find_model_file,
     find_resume_checkpoint,
+    get_world_size,
     is_main_process,
     load_model_checkpoint,
     load_weights,
@@ -65,6 +66,21 @@ def _format_value(value):
     return repr(value) if isinstance(value, str) else str(value)
 
 
+def _describe_differences(changed, stored, cfg, saved_world_size):
+    """``changed`` ([(key, old, new)] from ``config_differences``) with formatted values, where the
+    training batch counts as the global batch (per-process batch x processes: a checkpoint of 2
+    processes x 2 resumes in 1 process x 4, not in 2 x 4)."""
+    batch_key, world_size = "DATALOADER.TRAIN_X.BATCH_SIZE", get_world_size()
+    described = [(key, _format_value(old), _format_value(new)) for key, old, new in changed if key != batch_key]
+    old, new = stored.get(batch_key), cfg.DATALOADER.TRAIN_X.BATCH_SIZE
+    if old is not None and old * saved_world_size != new * world_size:
+        if saved_world_size == world_size:
+            described.append((batch_key, str(old), str(new)))
+        else:
+            described.append((batch_key, f"{old} x {saved_world_size} processes", f"{new} x {world_size} processes"))
+    return described
+
+
 class CheckpointMixin:
     """Checkpoint methods of TrainerBase (Dassl's API, plus the retention and resume checks)."""
 
@@ -97,6 +113,7 @@ class CheckpointMixin:
                 "scheduler": sched.state_dict() if sched is not None else None,
                 "val_result": val_result,
                 "config": config_snapshot(cfg) if cfg is not None else None,
+                "world_size": get_world_size(),  # the training batch of the config is per process
             }
             save_checkpoint(
                 state,
@@ -192,12 +209,12 @@ class CheckpointMixin:
                 "run cannot be checked against the config it was trained with"
             )
             return True
-        changed = config_differences(stored, cfg, RESUME_CHECKED_KEYS)
+        changed = _describe_differences(
+            config_differences(stored, cfg, RESUME_CHECKED_KEYS), stored, cfg, checkpoint.get("world_size", 1)
+        )
         if not changed:
             return True
-        listing = "; ".join(
-            f"{key}: {_format_value(old)} in the checkpoint, {_format_value(new)} now" for key, old, new in changed
-        )
+        listing = "; ".join(f"{key}: {old} in the checkpoint, {new} now" for key, old, new in changed)
         if not cfg.TRAIN.RESUME_CHANGED_CONFIG:
             raise ConfigError(
                 f'Cannot resume from "{fpath}": the config differs from the one it was trained with ({listing}). '
