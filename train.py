@@ -20,7 +20,6 @@ arguments; DATALOADER.TRAIN_X.BATCH_SIZE is the batch of each process (docs/engi
 """
 
 import argparse
-import signal
 import sys
 
 import torch
@@ -51,7 +50,7 @@ from dassl.utils import (
     setup_logger,
     torchrun_session,
 )
-from dassl.utils.failures import interrupt_exit_status, report_error, sigterm_interrupts
+from dassl.utils.failures import interrupt_signal, report_error, sigterm_interrupts
 from trainers.align import add_align_config
 
 
@@ -223,7 +222,7 @@ def main(args):
 
 def interrupt_line(trainer, cfg, args, interrupt):
     """The one line printed when Ctrl-C or SIGTERM stops a run: where, and how to continue."""
-    signame = signal.Signals(interrupt_exit_status(interrupt) - 128).name
+    signame = interrupt_signal(interrupt).name
     if args.eval_only:
         return f"Interrupted during the evaluation ({signame}); rerun the same command to evaluate again"
     where = trainer.describe_progress() if trainer is not None else "before training"
@@ -311,9 +310,9 @@ def run(argv=None):
             main(args)
         except KeyboardInterrupt as interrupt:
             sys.stdout.flush()
-            print(getattr(interrupt, "report", "Interrupted before training"))
+            print(getattr(interrupt, "report", f"Interrupted before training ({interrupt_signal(interrupt).name})"))
             sys.stdout.flush()
-            return interrupt_exit_status(interrupt)
+            return 128 + interrupt_signal(interrupt)
         except USER_ERRORS as e:
             report_error(e, user_error_message(e, args))
             return 1

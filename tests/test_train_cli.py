@@ -418,6 +418,10 @@ def test_a_float_for_an_int_key_is_refused(run, data_root, tmp_path, capsys):
     "opts, message",
     [
         (("OPTIM.MAX_EPOCH", "0"), "OPTIM.MAX_EPOCH must be at least 1, but got 0"),
+        (
+            ("OPTIM.WARMUP_EPOCH", "1", "OPTIM.WARMUP_TYPE", "cubic"),
+            "OPTIM.WARMUP_TYPE must be constant or linear, but got 'cubic'",
+        ),
         (("OPTIM.LR", "-0.01"), "OPTIM.LR must be >= 0, but got -0.01"),
         (("OPTIM.WEIGHT_DECAY", "-1"), "OPTIM.WEIGHT_DECAY must be >= 0, but got -1.0"),
         (("DATALOADER.TRAIN_X.BATCH_SIZE", "0"), "DATALOADER.TRAIN_X.BATCH_SIZE must be at least 1, but got 0"),

@@ -29,6 +29,8 @@ def check_optim_cfg(optim_cfg):
         raise ConfigError(
             f"OPTIM.LR_SCHEDULER must be one of {', '.join(AVAI_SCHEDS)}, but got {optim_cfg.LR_SCHEDULER!r}"
         )
+    if optim_cfg.WARMUP_EPOCH > 0 and optim_cfg.WARMUP_TYPE not in ("constant", "linear"):
+        raise ConfigError(f"OPTIM.WARMUP_TYPE must be constant or linear, but got {optim_cfg.WARMUP_TYPE!r}")
     for key in ("LR", "WEIGHT_DECAY", "MOMENTUM"):
         if optim_cfg[key] < 0:
             raise ConfigError(f"OPTIM.{key} must be >= 0, but got {optim_cfg[key]}")

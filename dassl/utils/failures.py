@@ -17,7 +17,7 @@ import traceback
 
 from .logger import Logger
 
-__all__ = ["TRACEBACK_ENV", "Terminated", "interrupt_exit_status", "report_error", "sigterm_interrupts"]
+__all__ = ["TRACEBACK_ENV", "Terminated", "interrupt_signal", "report_error", "sigterm_interrupts"]
 
 # Environment variable: "1" prints the traceback of every error on stderr, not only in log.txt.
 TRACEBACK_ENV = "DASSL_TRACEBACK"
@@ -48,9 +48,10 @@ def sigterm_interrupts():
         signal.signal(signal.SIGTERM, previous)
 
 
-def interrupt_exit_status(interrupt):
-    """128 + the signal number: 130 for Ctrl-C (SIGINT), 143 for SIGTERM."""
-    return 128 + getattr(interrupt, "signum", signal.SIGINT)
+def interrupt_signal(interrupt):
+    """The signal behind a KeyboardInterrupt: SIGTERM for ``Terminated``, else SIGINT (Ctrl-C).
+    The exit status of the run is 128 + its number (130, 143)."""
+    return signal.Signals(getattr(interrupt, "signum", signal.SIGINT))
 
 
 def _log_file():
