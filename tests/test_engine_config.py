@@ -13,7 +13,7 @@ from dassl.config import (
     merge_config_opts,
 )
 
-# Every key of dassl-api §2.2 with its default, plus the project's MODEL.BACKBONE.PATH and
+# Every key of Dassl.pytorch v0.6.3's default tree with its default, plus the project's MODEL.BACKBONE.PATH and
 # TRAIN.RESUME_CHANGED_CONFIG.
 SPEC_DEFAULTS = {
     "VERSION": 1,
