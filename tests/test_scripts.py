@@ -173,7 +173,9 @@ def test_unfinished_run_with_a_checkpoint_resumes(demo, env):
     for name in ("checkpoint", "model.pth.tar-1"):
         with open(osp.join(finished, LEARNER, name), "rb") as src, open(osp.join(resumed, LEARNER, name), "wb") as dst:
             dst.write(src.read())
-    output = run_script("align/base2new_train.sh", "toy_shapes", "9", env=env)
+    # Seed 1's checkpoint: resuming it as seed 9 is a changed config, which needs the override.
+    opts = TINY_OPTS + " TRAIN.RESUME_CHANGED_CONFIG True"
+    output = run_script("align/base2new_train.sh", "toy_shapes", "9", env=dict(env, OPTS=opts))
     assert "Found an unfinished run with a checkpoint" in output
     log = open(osp.join(resumed, "log.txt")).read()
     assert "Previous epoch: 1" in log and "* accuracy: " in log
