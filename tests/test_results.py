@@ -161,6 +161,11 @@ def test_per_dataset_rows_and_method_order(two_methods, capsys):
     # A single method with --per-dataset is a comparison too.
     _, text, _ = run_cli(capsys, two_methods, "--base2new", "--methods", "ALIGN", "--per-dataset")
     assert text.startswith("Base-to-new comparison") and "ZeroshotCLIP" not in text
+    # A trainer named twice (two methods may share one) gives its rows once.
+    _, json_text, _ = run_cli(
+        capsys, two_methods, "--base2new", "--methods", "ALIGN,ZeroshotCLIP,ALIGN", "--format", "json"
+    )
+    assert [entry["method"] for entry in json.loads(json_text)["comparison"]] == ["ALIGN", "ZeroshotCLIP"]
     # An absent method is said so, the others are printed.
     status, text, _ = run_cli(capsys, two_methods, "--base2new", "--methods", "ALIGN,MaPLe")
     assert status == 0

@@ -185,7 +185,7 @@ fewshot() { # DATASET SHOTS SEED
 
 # The folder of the script that sourced this file (a method's folder), found before common.sh
 # moved to the repository root, while a relative path still points at it.
-SCRIPT_DIR=$(cd "$CALLER_DIR" && cd "$(dirname "${BASH_SOURCE[1]}")" && pwd)
+SCRIPT_DIR=$(cd "$CALLER_DIR" && cd "$(dirname "${BASH_SOURCE[1]:-$0}")" && pwd)
 
 # protocol_main STEP ARGS...: a method script's body: read the method, check the arguments, run.
 protocol_main() {

@@ -185,6 +185,7 @@ def parse_base2new(directory, keyword, spread, datasets=None, seeds=None, method
     all_keys = sorted(set().union(*found_by_side.values()))
     keys = all_keys
     if methods is not None:
+        methods = list(dict.fromkeys(methods))  # two methods may share a trainer (IVLP, language prompting)
         keys = [key for method in methods for key in all_keys if key[1] == method]
         for method in methods:
             if not any(key[1] == method for key in keys):
