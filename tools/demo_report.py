@@ -144,7 +144,7 @@ def draw(rows, plans, path):
     bars.set_ylabel("accuracy (%)")
     bars.set_ylim(0, 105)
     bars.set_title("Toy world, base-to-new")
-    bars.legend(loc="lower right", fontsize=8)
+    bars.legend(loc="upper left", fontsize=7, ncol=2 if len(rows) > 3 else 1)  # the toy accuracies stay below
 
     for i, (image_path, classname, plan) in enumerate(zip(paths, classnames, plan_values)):
         thumbnail = figure.add_subplot(grid[0, 1 + i])
