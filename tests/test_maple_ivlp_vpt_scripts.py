@@ -1,7 +1,7 @@
 """The MaPLe, IVLP, language-prompting and VPT scripts end to end on a small toy world (one
 epoch): base-to-new through reproduce.sh with the comparison table, the test steps loading the
-epoch that training saved, cross-dataset (trained on the toy world as SOURCE), and MaPLe's
-few-shot recipes per shot count."""
+epoch that training saved, cross-dataset (trained on the toy world as SOURCE), MaPLe's few-shot
+step, and the recipe every protocol picks for each method."""
 
 import os
 import os.path as osp
@@ -78,49 +78,55 @@ def test_base_to_new_trains_on_base_and_tests_the_saved_epoch_on_new(base2new, e
     assert "SUBSAMPLE NEW CLASSES!" in test_log and re.search(r"^\* total: 36$", test_log, flags=re.M)
 
 
-def test_the_comparison_table_has_a_row_per_trainer(base2new):
-    rows = re.findall(r"^(MaPLe|IVLP|VPT) +1 +1 +[\d.]+ \+- 0\.00 +[\d.]+ \+- 0\.00 +[\d.]+$", base2new, re.M)
-    assert sorted(rows) == ["IVLP", "IVLP", "MaPLe", "VPT"]  # IVLP twice: its two recipes
+def test_the_comparison_table_has_a_row_per_method(base2new):
+    """IVLP and language prompting share a trainer: the table tells them apart by their recipes."""
+    row = r"^(MaPLe|IVLP \(toy_clip\)|IVLP \(toy_clip_language_only\)|VPT) +1 +1 "  # name, seeds, datasets
+    rows = re.findall(row + r"+[\d.]+ \+- 0\.00 +[\d.]+ \+- 0\.00 +[\d.]+$", base2new, re.M)
+    assert sorted(rows) == ["IVLP (toy_clip)", "IVLP (toy_clip_language_only)", "MaPLe", "VPT"]
 
 
-@pytest.mark.parametrize("folder, method", zip(["maple", "ivlp", "lp", "vpt"], METHODS))
-def test_cross_dataset_tests_the_epoch_that_training_saved(env, folder, method):
-    """Trained on the toy world as SOURCE for 1 epoch: the test loads epoch 1 (upstream's IVLP, LP
-    and VPT test scripts load an epoch 2 that their 5-epoch training never saves)."""
-    _, trainer, recipe, learner = method
+def test_cross_dataset_tests_the_epoch_that_training_saved(env):
+    """IVLP trained on the toy world as SOURCE for 1 epoch: the test loads epoch 1 (upstream's
+    IVLP, language-prompting and VPT test scripts load an epoch 2 that training never saves)."""
     xd_env = dict(env, SOURCE="toy_shapes")
-    run_script(f"{folder}/xd_train.sh", "1", env=xd_env)
-    run_script(f"{folder}/xd_test.sh", "toy_shapes", "1", env=xd_env)
-    saved = osp.join(env["OUTPUT"], "toy_shapes", trainer, f"{recipe}_2shots", "seed1", learner, "model.pth.tar-1")
-    test_log = read(env, "evaluation", trainer, f"{recipe}_2shots", "toy_shapes", "seed1")
-    assert f'Loaded weights to {learner} from "{saved}" (epoch = 1)' in test_log
+    run_script("ivlp/xd_train.sh", "1", env=xd_env)
+    run_script("ivlp/xd_test.sh", "toy_shapes", "1", env=xd_env)
+    model_dir = osp.join(env["OUTPUT"], "toy_shapes", "IVLP", "toy_clip_2shots", "seed1")
+    test_log = read(env, "evaluation", "IVLP", "toy_clip_2shots", "toy_shapes", "seed1")
+    saved = osp.join(model_dir, "VLPromptLearner", "model.pth.tar-1")
+    assert f'Loaded weights to VLPromptLearner from "{saved}" (epoch = 1)' in test_log
 
 
-def test_maple_few_shot_picks_the_recipe_of_the_shot_count(env):
-    run_script("maple/fewshot.sh", "toy_shapes", "1", "1", env=dict(env, TOY="0", CFG="toy_clip"))
+def test_maple_few_shot_trains_on_all_classes(env):
+    run_script("maple/fewshot.sh", "toy_shapes", "1", "1", env=env)
     log = read(env, "toy_shapes", "MaPLe", "toy_clip_1shots", "seed1")
-    assert "Finish training" in log and "* accuracy: " in log
-    # Without TOY and CFG, the recipe follows the shot count (what the ALIGN repository's train.py forced).
-    lines = subprocess.run(
-        [
-            "bash",
-            "-c",
-            "source scripts/lib/protocols.sh && load_method scripts/maple && for k in 1 2 4 8 16; do "
-            "recipe fewshot caltech101 $k; done && recipe fewshot imagenet 16 && recipe xd imagenet && "
-            "recipe base2new caltech101",
-        ],
-        cwd=REPO,
-        env=dict(env, TOY="0"),
-        capture_output=True,
-        text=True,
-    ).stdout.split()
-    assert lines == [
-        "vit_b16_c2_ep30_batch4_2ctx_fewshot",
+    assert "# classes  36" in log and "Finish training" in log and "* accuracy: " in log
+
+
+def recipes(folder, *lookups):
+    """The recipes that scripts/<folder>/env.sh gives for each "PROTOCOL DATASET [SHOTS]" lookup."""
+    script = f"source scripts/lib/protocols.sh && load_method scripts/{folder}"
+    script += "".join(f" && recipe {lookup}" for lookup in lookups)
+    result = subprocess.run(["bash", "-c", script], cwd=REPO, capture_output=True, text=True, env=dict(os.environ))
+    assert result.returncode == 0, result.stderr
+    return result.stdout.split()
+
+
+def test_each_protocol_picks_the_upstream_recipe():
+    maple = recipes("maple", *[f"fewshot caltech101 {k}" for k in (1, 2, 4, 8, 16)], "fewshot imagenet 16")
+    assert maple == [
+        "vit_b16_c2_ep30_batch4_2ctx_fewshot",  # the epochs the ALIGN repository's train.py forced
         "vit_b16_c2_ep50_batch4_2ctx_fewshot",
         "vit_b16_c2_ep50_batch4_2ctx_fewshot",
         "vit_b16_c2_ep80_batch4_2ctx_fewshot",
         "vit_b16_c2_ep80_batch4_2ctx_fewshot",
         "vit_b16_c2_ep20_batch4_2ctx_fewshot",
-        "vit_b16_c2_ep5_batch4_2ctx_cross_datasets",
-        "vit_b16_c2_ep5_batch4_2ctx",
     ]
+    expected = {
+        "maple": ["vit_b16_c2_ep5_batch4_2ctx", "vit_b16_c2_ep5_batch4_2ctx_cross_datasets"],
+        "ivlp": ["vit_b16_c2_ep5_batch4_2+2ctx"] * 2,
+        "lp": ["vit_b16_c2_ep5_batch4_4ctx_language_only"] * 2,
+        "vpt": ["vit_b16_c2_ep5_batch4_4"] * 2,
+    }
+    for folder, names in expected.items():
+        assert recipes(folder, "base2new caltech101", "xd imagenet") == names, folder
