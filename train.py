@@ -129,31 +129,7 @@ def extend_cfg(cfg):
     cfg.TRAINER.COCOOP.CTX_INIT = ""  # words that initialise the context ("" = random)
     cfg.TRAINER.COCOOP.PREC = "fp16"  # fp16, fp32, amp or bf16
 
-    # MaPLe: coupled text and vision prompts (16 here as in the official ALIGN code; MaPLe's own
-    # train.py says 2, which its YAMLs set anyway).
-    cfg.TRAINER.MAPLE = CN()
-    cfg.TRAINER.MAPLE.N_CTX = 16  # prompt length
-    cfg.TRAINER.MAPLE.CTX_INIT = "a photo of a"  # words that initialise the text prompt
-    cfg.TRAINER.MAPLE.PREC = "fp16"  # fp16, fp32, amp or bf16
-    cfg.TRAINER.MAPLE.PROMPT_DEPTH = 9  # layers that get prompts (1 = input layer only)
-
-    # IVLP: independent text and vision prompts.
-    cfg.TRAINER.IVLP = CN()
-    cfg.TRAINER.IVLP.N_CTX_VISION = 2  # vision prompt length
-    cfg.TRAINER.IVLP.N_CTX_TEXT = 2  # text prompt length
-    cfg.TRAINER.IVLP.CTX_INIT = "a photo of a"  # words that initialise the text prompt
-    cfg.TRAINER.IVLP.PREC = "fp16"  # fp16, fp32, amp or bf16
-    cfg.TRAINER.IVLP.PROMPT_DEPTH_VISION = 9  # vision layers that get prompts
-    cfg.TRAINER.IVLP.PROMPT_DEPTH_TEXT = 9  # text layers that get prompts
-
-    # VPT: vision prompts only.
-    cfg.TRAINER.VPT = CN()
-    cfg.TRAINER.VPT.N_CTX_VISION = 2  # vision prompt length
-    cfg.TRAINER.VPT.CTX_INIT = "a photo of a"  # words for the fixed text prompt
-    cfg.TRAINER.VPT.PREC = "fp16"  # fp16, fp32, amp or bf16
-    cfg.TRAINER.VPT.PROMPT_DEPTH_VISION = 1  # vision layers that get prompts (1 = shallow VPT)
-
-    # ALIGN and its official name MMP: one node definition, next to the method (trainers/align.py).
+    # ALIGN (and its official name MMP), MaPLe, IVLP, VPT: each node defined next to its method.
     trainers.add_method_configs(cfg)
 
     cfg.DATASET.SUBSAMPLE_CLASSES = "all"  # all, base or new

@@ -2,6 +2,9 @@
 
 - ``align``: ALIGN (registered as "ALIGN" and, with the official config keys, "MMP").
 - ``zsclip``: zero-shot CLIP ("ZeroshotCLIP"), the baseline of every protocol.
+- ``maple`` ("MaPLe"), ``ivlp`` ("IVLP", also "language prompting") and ``vpt`` ("VPT"): the
+  deep-prompt baselines; ``deep_prompts``: their learned prompt modules (ALIGN's learner is
+  MaPLe's coupled one with T prompts).
 - ``base``: ``PromptTrainer``, the trainer plumbing every prompt-learning method shares;
   ``prompting``: the model-side shared pieces (sentences, contexts, the text cache);
   ``checkpoints``: loading learned prompts (this project's files and upstream full models);
@@ -12,9 +15,9 @@ A method module that has config keys defines ``add_config(cfg)``, which adds its
 ``TRAINER.<NODE>`` node; ``add_method_configs`` (called by train.py) adds them all.
 """
 
-from . import align, zsclip
+from . import align, ivlp, maple, vpt, zsclip
 
-METHOD_MODULES = (align,)
+METHOD_MODULES = (align, maple, ivlp, vpt)
 
 
 def add_method_configs(cfg):
