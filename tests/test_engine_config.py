@@ -5,7 +5,8 @@ import pytest
 
 from dassl.config import ConfigError, config_keys, get_cfg_default, merge_config_file, merge_config_opts
 
-# Every key of dassl-api §2.2 with its default, plus the project's MODEL.BACKBONE.PATH.
+# Every key of dassl-api §2.2 with its default, plus the project's MODEL.BACKBONE.PATH, ACTIVATION,
+# VISION_HEADS and TEXT_HEADS.
 SPEC_DEFAULTS = {
     "VERSION": 1,
     "OUTPUT_DIR": "./output",
@@ -62,6 +63,9 @@ SPEC_DEFAULTS = {
     "MODEL.INIT_WEIGHTS": "",
     "MODEL.BACKBONE.NAME": "",
     "MODEL.BACKBONE.PATH": "",
+    "MODEL.BACKBONE.ACTIVATION": "",
+    "MODEL.BACKBONE.VISION_HEADS": 0,
+    "MODEL.BACKBONE.TEXT_HEADS": 0,
     "MODEL.BACKBONE.PRETRAINED": True,
     "MODEL.HEAD.NAME": "",
     "MODEL.HEAD.HIDDEN_LAYERS": (),
