@@ -315,10 +315,11 @@ def _default_tokenizer():
 
 def tokenize(texts, context_length=77, truncate=False):
     """texts (a string or a list of strings) -> LongTensor (N, context_length) of token ids:
-    start-of-text, the text's tokens, end-of-text, zero padding. A text longer than
-    context_length tokens (start and end included) raises ContextLengthError (a RuntimeError as
-    OpenAI's, and a ValueError), or with truncate=True is
-    cut to context_length tokens whose last one is end-of-text. As OpenAI's: "<|startoftext|>" and
+    start-of-text, the text's tokens, end-of-text, zero padding.
+
+    A text longer than context_length tokens (start and end included) raises ContextLengthError
+    (a RuntimeError as OpenAI's, and a ValueError), or with truncate=True is cut to
+    context_length tokens whose last one is end-of-text. As in OpenAI's, "<|startoftext|>" and
     "<|endoftext|>" in a text are those tokens."""
     tokenizer = _default_tokenizer()
     if isinstance(texts, str):

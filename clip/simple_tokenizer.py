@@ -94,7 +94,8 @@ def read_merges(bpe_path):
 
 
 class SimpleTokenizer:
-    """CLIP's tokenizer: `encode(text) -> ids` (no SOS/EOT), `decode(ids) -> text`."""
+    """CLIP's tokenizer: `encode(text) -> ids` (no SOS/EOT), `decode(ids) -> text`, with the
+    attributes of OpenAI's (encoder, decoder, byte_encoder, byte_decoder, bpe_ranks, cache, pat)."""
 
     def __init__(self, bpe_path=DEFAULT_BPE_PATH):
         merges = read_merges(bpe_path)
@@ -108,21 +109,23 @@ class SimpleTokenizer:
         ]
         self.encoder = {token: index for index, token in enumerate(vocabulary)}
         self.decoder = dict(enumerate(vocabulary))
-        self.merge_ranks = {merge: rank for rank, merge in enumerate(merges)}
+        self.bpe_ranks = {merge: rank for rank, merge in enumerate(merges)}
+        self.byte_encoder = byte_symbols()
         self.byte_decoder = {symbol: byte for byte, symbol in byte_symbols().items()}
         self.sot_token_id = self.encoder[START_OF_TEXT]
         self.eot_token_id = self.encoder[END_OF_TEXT]
-        self._word_cache = {}
-        self._special_tokens = {START_OF_TEXT: self.sot_token_id, END_OF_TEXT: self.eot_token_id}
+        self.pat = WORD_PATTERN
+        self.cache = {START_OF_TEXT: START_OF_TEXT, END_OF_TEXT: END_OF_TEXT}  # word -> its tokens, space-separated
 
     def bpe(self, word):
-        """A word (already spelled in byte symbols) -> its list of vocabulary tokens."""
-        if word in self._word_cache:
-            return self._word_cache[word]
+        """A word (spelled in byte symbols, or a special token) -> its vocabulary tokens, separated
+        by spaces (as OpenAI's)."""
+        if word in self.cache:
+            return self.cache[word]
         symbols = [*word[:-1], word[-1] + _WORD_END]
         while len(symbols) > 1:
-            best = min(zip(symbols, symbols[1:]), key=lambda pair: self.merge_ranks.get(pair, float("inf")))
-            if best not in self.merge_ranks:
+            best = min(zip(symbols, symbols[1:]), key=lambda pair: self.bpe_ranks.get(pair, float("inf")))
+            if best not in self.bpe_ranks:
                 break
             merged = []
             index = 0
@@ -134,19 +137,16 @@ class SimpleTokenizer:
                     merged.append(symbols[index])
                     index += 1
             symbols = merged
-        self._word_cache[word] = symbols
-        return symbols
+        self.cache[word] = " ".join(symbols)
+        return self.cache[word]
 
     def encode(self, text):
         """text -> list of token ids, without the start/end-of-text tokens."""
-        spell = byte_symbols()
         ids = []
         for word in split_words(whitespace_clean(basic_clean(text)).lower()):
-            if word in self._special_tokens:
-                ids.append(self._special_tokens[word])
-                continue
-            spelled = "".join(spell[byte] for byte in word.encode("utf-8"))
-            ids.extend(self.encoder[token] for token in self.bpe(spelled))
+            if word not in (START_OF_TEXT, END_OF_TEXT):  # those are tokens as they are
+                word = "".join(self.byte_encoder[byte] for byte in word.encode("utf-8"))
+            ids.extend(self.encoder[token] for token in self.bpe(word).split(" "))
         return ids
 
     def decode(self, ids):
