@@ -52,7 +52,7 @@ def reference_text_feature(clip_model, sentence, ctx=None, deep=()):
         if 1 <= k <= len(deep):
             x = x.clone()
             x[0, 1 : 1 + deep[k - 1].shape[0]] = deep[k - 1]
-        x = block(x)
+        x = block(x.transpose(0, 1)).transpose(0, 1)  # OpenAI's blocks take (L, N, D)
     x = clip_model.ln_final(x)
     return x[0, int(ids.argmax())] @ clip_model.text_projection
 
@@ -72,7 +72,7 @@ def reference_image_feature(clip_model, image, shallow=None, deep=()):
         if 1 <= k <= len(deep):
             x = x.clone()
             x[0, -deep[k - 1].shape[0] :] = deep[k - 1]
-        x = block(x)
+        x = block(x.transpose(0, 1)).transpose(0, 1)  # OpenAI's blocks take (L, N, D)
     return visual.ln_post(x[0, 0]) @ visual.proj
 
 
