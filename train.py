@@ -100,20 +100,6 @@ def extend_cfg(cfg):
 
     To add a method, add one more ``cfg.TRAINER.<NAME> = CN()`` block with a comment per key.
     """
-    # CoOp: learned context words shared by all class prompts.
-    cfg.TRAINER.COOP = CN()
-    cfg.TRAINER.COOP.N_CTX = 16  # context length (learned tokens per prompt)
-    cfg.TRAINER.COOP.CSC = False  # True: one context per class
-    cfg.TRAINER.COOP.CTX_INIT = ""  # words that initialise the context ("" = random)
-    cfg.TRAINER.COOP.PREC = "fp16"  # fp16, fp32, amp or bf16 (dassl.engine.precision)
-    cfg.TRAINER.COOP.CLASS_TOKEN_POSITION = "end"  # class name position: end, middle or front
-
-    # CoCoOp: CoOp context plus an image-conditioned shift.
-    cfg.TRAINER.COCOOP = CN()
-    cfg.TRAINER.COCOOP.N_CTX = 16  # context length
-    cfg.TRAINER.COCOOP.CTX_INIT = ""  # words that initialise the context ("" = random)
-    cfg.TRAINER.COCOOP.PREC = "fp16"  # fp16, fp32, amp or bf16
-
     # MaPLe: coupled text and vision prompts (16 here as in the official ALIGN code; MaPLe's own
     # train.py says 2, which its YAMLs set anyway).
     cfg.TRAINER.MAPLE = CN()
@@ -138,7 +124,8 @@ def extend_cfg(cfg):
     cfg.TRAINER.VPT.PREC = "fp16"  # fp16, fp32, amp or bf16
     cfg.TRAINER.VPT.PROMPT_DEPTH_VISION = 1  # vision layers that get prompts (1 = shallow VPT)
 
-    # ALIGN and its official name MMP: one node definition, next to the method (trainers/align.py).
+    # ALIGN and MMP, CoOp (COOP) and CoCoOp (COCOOP): each node defined next to its method
+    # (trainers/<method>.py).
     trainers.add_method_configs(cfg)
 
     cfg.DATASET.SUBSAMPLE_CLASSES = "all"  # all, base or new

@@ -1,7 +1,10 @@
 """Prompt-learning methods on a frozen CLIP; importing this package registers the trainers.
 
 - ``align``: ALIGN (registered as "ALIGN" and, with the official config keys, "MMP").
-- ``zsclip``: zero-shot CLIP ("ZeroshotCLIP"), the baseline of every protocol.
+- ``zsclip``: zero-shot CLIP ("ZeroshotCLIP", and "ZeroshotCLIP2" with a template ensemble), the
+  baseline of every protocol.
+- ``coop`` ("CoOp") and ``cocoop`` ("CoCoOp"): learned text context, without and with an
+  image-conditioned shift.
 - ``base``: ``PromptTrainer``, the trainer plumbing every prompt-learning method shares;
   ``prompting``: the model-side shared pieces (sentences, contexts, the text cache);
   ``checkpoints``: loading learned prompts (this project's files and upstream full models);
@@ -12,9 +15,9 @@ A method module that has config keys defines ``add_config(cfg)``, which adds its
 ``TRAINER.<NODE>`` node; ``add_method_configs`` (called by train.py) adds them all.
 """
 
-from . import align, zsclip
+from . import align, cocoop, coop, zsclip
 
-METHOD_MODULES = (align,)
+METHOD_MODULES = (align, coop, cocoop)
 
 
 def add_method_configs(cfg):
