@@ -43,8 +43,8 @@ test: lint
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5): failing"; fi; \
 	exit $$rc
 
-# ALIGN on the toy world, end to end (scripts/demo.sh): prints the Base/New/HM table and writes
-# output/demo/demo.png.
+# Zero-shot CLIP, ALIGN and the other methods of DEMO_METHODS on the toy world, end to end
+# (scripts/demo.sh): prints the Base/New/HM comparison table and writes output/demo/demo.png.
 demo: $(RUNTIME_STAMP)
 	PYTHON=$(abspath $(PY)) bash scripts/demo.sh
 

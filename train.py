@@ -7,9 +7,13 @@
 
 Config merge order: engine defaults, extend_cfg, the dataset YAML, the method YAML, the flags
 (reset_cfg), then the KEY VALUE opts. Nothing is overridden after that (in particular no epoch
-override, unlike the official ALIGN train.py). Expected user errors (unknown trainer, dataset or
-config key, missing config file or model file, bad dataset layout) are printed without a traceback
-and exit with status 1.
+override, unlike the official ALIGN train.py).
+
+A run holds a lock on its output folder (a second run on it is refused). Expected user errors
+(unknown trainer, dataset or config key, invalid values, missing or damaged files, an output folder
+in use) are one ``Error:`` line and exit status 1; any other error also prints ``Error:`` with
+where its traceback is. Tracebacks always go to log.txt (to stderr too with DASSL_TRACEBACK=1).
+Ctrl-C and SIGTERM print where the run stopped and its last checkpoint, and exit with 130 / 143.
 
 Multi-process (multi-GPU) training: ``torchrun --nproc_per_node N train.py ...`` with the same
 arguments; DATALOADER.TRAIN_X.BATCH_SIZE is the batch of each process (docs/engine.md).
@@ -29,7 +33,11 @@ from dassl.config import ConfigError, get_cfg_default, merge_config_file, merge_
 from dassl.data.datasets import DatasetLayoutError
 from dassl.engine import build_trainer
 from dassl.utils import (
+    CheckpointError,
     CheckpointNotFoundError,
+    CheckpointWriteError,
+    ImageReadError,
+    OutputDirInUseError,
     UnavailableChoiceError,
     UnsafeCheckpointError,
     collect_env_info,
@@ -37,10 +45,13 @@ from dassl.utils import (
     get_world_size,
     is_distributed,
     is_main_process,
+    lock_output_dir,
     set_random_seed,
     setup_logger,
     torchrun_session,
 )
+from dassl.utils.failures import interrupt_signal, report_error, sigterm_interrupts
+from datasets.splits import SUBSAMPLE_CHOICES
 
 
 class CommandLineError(ValueError):
@@ -53,7 +64,11 @@ USER_ERRORS = (
     ConfigError,
     UnavailableChoiceError,
     CheckpointNotFoundError,
+    CheckpointError,
+    CheckpointWriteError,
     UnsafeCheckpointError,
+    OutputDirInUseError,
+    ImageReadError,
     DatasetLayoutError,
     CLIPWeightsError,
 )
@@ -141,6 +156,11 @@ def setup_cfg(args):
         merge_config_file(cfg, args.config_file)
     reset_cfg(cfg, args)
     merge_config_opts(cfg, args.opts)
+    if cfg.DATASET.SUBSAMPLE_CLASSES not in SUBSAMPLE_CHOICES:
+        raise ConfigError(
+            f"DATASET.SUBSAMPLE_CLASSES must be one of {', '.join(SUBSAMPLE_CHOICES)}, "
+            f"but got {cfg.DATASET.SUBSAMPLE_CLASSES!r}"
+        )
     cfg.freeze()
     return cfg
 
@@ -167,12 +187,28 @@ def print_distributed_setup(cfg):
 def main(args):
     cfg = setup_cfg(args)
     # Under torchrun: the process group for the whole run, and a silent console on ranks > 0.
-    with torchrun_session(cfg.USE_CUDA):
+    # The output folder is locked before anything is written into it.
+    with torchrun_session(cfg.USE_CUDA), lock_output_dir(cfg.OUTPUT_DIR):
         run_trainer(cfg, args)
 
 
+def interrupt_line(trainer, cfg, args, interrupt):
+    """The one line printed when Ctrl-C or SIGTERM stops a run: where, and how to continue."""
+    signame = interrupt_signal(interrupt).name
+    if args.eval_only:
+        return f"Interrupted during the evaluation ({signame}); rerun the same command to evaluate again"
+    where = trainer.describe_progress() if trainer is not None else "before training"
+    checkpoint = trainer.last_checkpoint(cfg.OUTPUT_DIR) if trainer is not None else None
+    then = "resume" if checkpoint else "start again"
+    return f"Interrupted {where} ({signame}); last checkpoint: {checkpoint or 'none'}; rerun the same command to {then}"
+
+
 def run_trainer(cfg, args):
-    """Log setup, seeding, the run's report, then build the trainer and train or evaluate."""
+    """Log setup, seeding, the run's report, then build the trainer and train or evaluate.
+
+    A KeyboardInterrupt (Ctrl-C, or SIGTERM through ``sigterm_interrupts``) leaves with the line
+    to print in its ``report`` attribute.
+    """
     # The logger first, so that the seed line reaches log.txt (dassl-api §9.12).
     setup_logger(cfg.OUTPUT_DIR)
     if cfg.SEED >= 0:
@@ -189,16 +225,18 @@ def run_trainer(cfg, args):
     if is_main_process():  # it takes seconds, and only rank 0's console and log show it
         print(f"** System info **\n{collect_env_info()}\n")
 
-    trainer = build_trainer(cfg)
-
-    if args.eval_only:
-        check_model_files(trainer, args.model_dir, args.load_epoch)
-        trainer.load_model(args.model_dir, epoch=args.load_epoch)
-        trainer.test()
-        return
-
-    if not args.no_train:
-        trainer.train()
+    trainer = None
+    try:
+        trainer = build_trainer(cfg)
+        if args.eval_only:
+            check_model_files(trainer, args.model_dir, args.load_epoch)
+            trainer.load_model(args.model_dir, epoch=args.load_epoch)
+            trainer.test()
+        elif not args.no_train:
+            trainer.train()
+    except KeyboardInterrupt as interrupt:
+        interrupt.report = interrupt_line(trainer, cfg, args, interrupt)
+        raise
 
 
 def build_parser():
@@ -225,16 +263,34 @@ def build_parser():
     return parser
 
 
+def user_error_message(error, args):
+    """The one-line message of an expected error."""
+    if isinstance(error, ImageReadError):
+        return (
+            f"{ImageReadError.message_of(error)}. Check every image with: "
+            f"python -m tools.check_datasets --root {args.root or 'DATA'} --verify-images"
+        )
+    return str(error)
+
+
 def run(argv=None):
-    """Parse ``argv`` and run ``main``; return the exit status (1 for a user error, printed cleanly)."""
+    """Parse ``argv`` and run ``main``; return the exit status: 0, 1 for an error (one ``Error:``
+    line on stdout, so also in log.txt once the logger is set up), 130 / 143 after Ctrl-C / SIGTERM."""
     args = build_parser().parse_args(argv)
-    try:
-        main(args)
-    except USER_ERRORS as e:
-        sys.stdout.flush()
-        # stdout, so that the message also reaches log.txt when the logger is set up
-        print(f"Error: {e}")
-        return 1
+    with sigterm_interrupts():
+        try:
+            main(args)
+        except KeyboardInterrupt as interrupt:
+            sys.stdout.flush()
+            print(getattr(interrupt, "report", f"Interrupted before training ({interrupt_signal(interrupt).name})"))
+            sys.stdout.flush()
+            return 128 + interrupt_signal(interrupt)
+        except USER_ERRORS as e:
+            report_error(e, user_error_message(e, args))
+            return 1
+        except Exception as e:
+            report_error(e, unexpected=True)
+            return 1
     return 0
 
 

@@ -7,6 +7,11 @@
 - ``ToyLinearProbe`` (registered trainer) trains a linear layer on the raw pixels through the
   engine's public hooks only, as a Dassl trainer file would, and records the lr of each epoch.
 - ``toy_argv(...)`` builds a train.py command line for them; ``run_train_py(argv)`` runs it in-process.
+
+``python -m tests.engine_toys ARGS`` is train.py with these registered. With the environment
+variable ``TOY_PAUSE_AT=E,B`` it prints ``paused`` before the training step of epoch E, batch B
+(1-based) and waits for a line on stdin, so that a test can signal or kill a run at a known point;
+such a run skips the environment report (seconds of subprocesses).
 """
 
 import math
@@ -115,6 +120,7 @@ class ToyLinearProbe(TrainerX):
 
     instances = []  # every trainer built, so that tests can inspect the one train.py made
     interrupt_after_epoch = None
+    pause_at = None  # (epoch, batch), 1-based: print "paused" there and wait for a line on stdin
 
     def build_model(self):
         height, width = self.cfg.INPUT.SIZE
@@ -128,6 +134,9 @@ class ToyLinearProbe(TrainerX):
 
     def forward_backward(self, batch):
         image, label, _ = self.parse_batch_train(batch)
+        if (self.epoch + 1, self.batch_idx + 1) == ToyLinearProbe.pause_at:
+            print("paused", flush=True)
+            sys.stdin.readline()
         self.epoch_lrs.setdefault(self.epoch, self.get_current_lr())
         output = self.model(image.flatten(1))
         loss = F.cross_entropy(output, label)
@@ -198,4 +207,7 @@ if __name__ == "__main__":
     # `python -m tests.engine_toys ARGS`, `torchrun --nproc_per_node 2 -m tests.engine_toys ARGS`.
     import train
 
+    if os.environ.get("TOY_PAUSE_AT"):
+        ToyLinearProbe.pause_at = tuple(int(n) for n in os.environ["TOY_PAUSE_AT"].split(","))
+        train.collect_env_info = lambda: "<environment report>"
     sys.exit(train.run())

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import train
+from benchmarks import precision_check
 from dassl.config import ConfigError
 from dassl.data import build_data_loader
 from dassl.data.transforms import build_transform
@@ -269,6 +270,8 @@ def test_train_py_runs_align_end_to_end(data_root, clip_path, tmp_path):
     assert "Trainable parameters (prompt learner): " in log
     assert "Finish training" in log and "* accuracy: " in log
     assert osp.isfile(tmp_path / LEARNER_NAME / "model.pth.tar-1")
+    losses = precision_check.epoch_losses(log)  # the GPU precision check reads these lines
+    assert list(losses) == [1] and losses[1] > 0
 
 
 def test_mmp_alias_reads_the_official_keys(data_root, clip_path, tmp_path):
@@ -310,18 +313,20 @@ def test_cpu_precisions_train(data_root, clip_path, tmp_path, monkeypatch, prec,
     assert seen and set(seen) == {autocast}
 
 
-RECIPES = sorted(glob.glob(osp.join(REPO, "configs/trainers/ALIGN/vit_b16_*.yaml")))
+RECIPES = sorted(glob.glob(osp.join(REPO, "configs/trainers/ALIGN/vit_b16_*.yaml"))) + [
+    osp.join(REPO, "configs/trainers/MMP", name) for name in ("vit_b16_c2_ep5_batch4_2ctx.yaml", "sun397.yaml")
+]
 
 
 def test_every_recipe_is_checked():
     """The ViT-B/16 recipes are checked below; the only other config is the demo's toy one."""
     others = set(glob.glob(osp.join(REPO, "configs/trainers/ALIGN/*.yaml"))) - set(RECIPES)
-    assert len(RECIPES) == 7 and {osp.basename(p) for p in others} == {"toy_clip.yaml"}
+    assert len(RECIPES) == 8 and {osp.basename(p) for p in others} == {"toy_clip.yaml"}
 
 
 @pytest.mark.parametrize("config", RECIPES)
 def test_shipped_configs_load_and_validate(config):
-    node = "MMP" if osp.basename(config) == "vit_b16_c2_ep5_batch4_2ctx.yaml" else "ALIGN"
+    node = "MMP" if osp.basename(osp.dirname(config)) == "MMP" else "ALIGN"
     args = train.build_parser().parse_args(
         [
             "--config-file",

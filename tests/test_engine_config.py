@@ -3,9 +3,18 @@ merge helpers that name unknown keys with their nearest valid keys."""
 
 import pytest
 
-from dassl.config import ConfigError, config_keys, get_cfg_default, merge_config_file, merge_config_opts
+from dassl.config import (
+    ConfigError,
+    config_differences,
+    config_keys,
+    config_snapshot,
+    get_cfg_default,
+    merge_config_file,
+    merge_config_opts,
+)
 
-# Every key of dassl-api §2.2 with its default, plus the project's MODEL.BACKBONE.PATH.
+# Every key of Dassl.pytorch v0.6.3's default tree with its default, plus the project's MODEL.BACKBONE.PATH and
+# TRAIN.RESUME_CHANGED_CONFIG.
 SPEC_DEFAULTS = {
     "VERSION": 1,
     "OUTPUT_DIR": "./output",
@@ -90,6 +99,7 @@ SPEC_DEFAULTS = {
     "OPTIM.WARMUP_MIN_LR": 1e-5,
     "OPTIM.WARMUP_RECOUNT": True,
     "TRAIN.CHECKPOINT_FREQ": 0,
+    "TRAIN.RESUME_CHANGED_CONFIG": False,
     "TRAIN.PRINT_FREQ": 10,
     "TRAIN.COUNT_ITER": "train_x",
     "TEST.EVALUATOR": "Classification",
@@ -156,14 +166,41 @@ def test_opts_are_literal_evaluated_and_coerced():
     assert cfg.OPTIM.STEPSIZE == (3, 5)
 
 
-def test_int_for_float_key_fails_and_float_literal_works():
+def test_an_int_for_a_float_key_is_that_float_from_the_command_line():
     cfg = get_cfg_default()
+    merge_config_opts(cfg, ["OPTIM.LR", "1", "OPTIM.GAMMA", "-2", "OPTIM.WEIGHT_DECAY", "0"])
+    assert (cfg.OPTIM.LR, cfg.OPTIM.GAMMA, cfg.OPTIM.WEIGHT_DECAY) == (1.0, -2.0, 0.0)
+    assert all(type(value) is float for value in (cfg.OPTIM.LR, cfg.OPTIM.GAMMA, cfg.OPTIM.WEIGHT_DECAY))
+    merge_config_opts(cfg, ["OPTIM.MAX_EPOCH", "5", "OPTIM.LR", "2.5"])
+    assert type(cfg.OPTIM.MAX_EPOCH) is int and cfg.OPTIM.LR == 2.5  # ints stay ints for int keys
+
+
+@pytest.mark.parametrize(
+    "key, value, kind",
+    [
+        ("OPTIM.MAX_EPOCH", "2.0", "float"),  # a float for an int key
+        ("OPTIM.LR", "True", "bool"),  # a bool is not a number
+        ("OPTIM.LR", "'1'", "str"),  # a quoted string stays a string
+        ("OPTIM.MAX_EPOCH", "True", "bool"),
+    ],
+)
+def test_other_type_mismatches_are_still_refused(key, value, kind):
     with pytest.raises(ConfigError) as err:
-        merge_config_opts(cfg, ["OPTIM.LR", "1"])
+        merge_config_opts(get_cfg_default(), [key, value])
     message = str(err.value)
-    assert "OPTIM.LR" in message and "Type mismatch" in message and "1.0" in message
-    merge_config_opts(cfg, ["OPTIM.LR", "1.0"])
-    assert cfg.OPTIM.LR == 1.0
+    assert key in message and "Type mismatch" in message and f"<class '{kind}'>" in message
+
+
+def test_an_int_for_a_float_key_is_that_float_in_yaml(tmp_path):
+    path = tmp_path / "method.yaml"
+    path.write_text("OPTIM:\n  LR: 2\n  MAX_EPOCH: 3\nINPUT:\n  GN_STD: 1\n")
+    cfg = get_cfg_default()
+    merge_config_file(cfg, str(path))
+    assert (cfg.OPTIM.LR, cfg.INPUT.GN_STD, cfg.OPTIM.MAX_EPOCH) == (2.0, 1.0, 3)
+    assert (type(cfg.OPTIM.LR), type(cfg.INPUT.GN_STD), type(cfg.OPTIM.MAX_EPOCH)) == (float, float, int)
+    path.write_text("OPTIM:\n  LR: true\n")
+    with pytest.raises(ConfigError, match="OPTIM.LR"):
+        merge_config_file(cfg, str(path))
 
 
 def test_unknown_opts_key_names_the_key_and_the_nearest_valid_keys():
@@ -212,6 +249,48 @@ def test_missing_config_file_names_the_path(tmp_path):
     missing = tmp_path / "nope.yaml"
     with pytest.raises(ConfigError, match=f'Config file not found: "{missing}"'):
         merge_config_file(get_cfg_default(), str(missing))
+
+
+@pytest.mark.parametrize(
+    "text, where",
+    [
+        ("OPTIM:\n  LR: 0.1\n  NAME: [sgd\n", "line 4, column 1"),
+        ("OPTIM: : sgd\n", "line 1, column 8"),
+        ("OPTIM:\n\tLR: 0.1\n", "line 2, column 1"),
+    ],
+)
+def test_yaml_syntax_error_names_the_file_and_the_line(tmp_path, text, where):
+    path = tmp_path / "broken.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        merge_config_file(get_cfg_default(), str(path))
+    message = str(err.value)
+    assert message.startswith(f'Config file "{path}" is not valid YAML at {where}: ')
+    assert "\n" not in message
+
+
+def test_yaml_that_is_not_a_mapping_is_named(tmp_path):
+    path = tmp_path / "list.yaml"
+    path.write_text("- OPTIM.LR\n- 0.1\n")
+    with pytest.raises(ConfigError, match=f'Config file "{path}" must hold a mapping'):
+        merge_config_file(get_cfg_default(), str(path))
+
+
+def test_snapshot_is_plain_data_and_differences_name_the_selected_keys():
+    cfg = get_cfg_default()
+    snapshot = config_snapshot(cfg)
+    assert snapshot["OPTIM.LR"] == 0.0003 and snapshot["INPUT.SIZE"] == [224, 224]
+    assert len(snapshot) == len([key for key in config_keys(cfg) if not hasattr(_get(cfg, key), "items")])
+    merge_config_opts(cfg, ["OPTIM.LR", "0.01", "SEED", "3", "DATALOADER.NUM_WORKERS", "0", "INPUT.SIZE", "(8, 8)"])
+    selection = ("SEED", "OPTIM.", "INPUT.")
+    assert config_differences(snapshot, cfg, selection) == [
+        ("SEED", -1, 3),
+        ("INPUT.SIZE", [224, 224], [8, 8]),
+        ("OPTIM.LR", 0.0003, 0.01),
+    ]
+    del snapshot["OPTIM.LR"]  # a key the snapshot's version did not have is not compared
+    assert [key for key, _, _ in config_differences(snapshot, cfg, ("OPTIM.",))] == []
+    assert config_differences(config_snapshot(cfg), cfg, selection) == []
 
 
 def test_odd_opts_list_is_an_error():

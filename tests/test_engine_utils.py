@@ -4,7 +4,6 @@ checkpoints (§3.9, §9.2), pretrained weights (§5.3), progress bars and the ra
 import gc
 import io
 import os
-import pickle
 import re
 import sys
 
@@ -17,7 +16,9 @@ from dassl.metrics import compute_accuracy
 from dassl.optim import build_lr_scheduler, build_optimizer
 from dassl.utils import (
     AverageMeter,
+    CheckpointError,
     CheckpointNotFoundError,
+    ImageReadError,
     MetricMeter,
     UnsafeCheckpointError,
     count_num_param,
@@ -316,9 +317,8 @@ def test_load_checkpoint_bad_inputs(tmp_path, capsys):
         load_checkpoint(missing)
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"not a checkpoint")
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(CheckpointError, match=f'Checkpoint "{re.escape(str(garbage))}" is not a PyTorch checkpoint'):
         load_checkpoint(str(garbage))
-    assert f'Unable to load checkpoint from "{garbage}"' in capsys.readouterr().out
 
 
 def test_find_model_file_names_what_exists(tmp_path):
@@ -377,10 +377,34 @@ def test_count_num_param():
 def test_read_image_names_a_bad_file(tmp_path):
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"\xff\xd8 not really a jpeg")
-    with pytest.raises(OSError, match=re.escape(str(bad))):
+    with pytest.raises(ImageReadError, match=f'^Cannot decode image "{re.escape(str(bad))}": '):
         read_image(str(bad))
-    with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / "gone.png"))):
+    with pytest.raises(ImageReadError, match=f'^Image not found: "{re.escape(str(tmp_path / "gone.png"))}"$'):
         read_image(str(tmp_path / "gone.png"))
+    assert issubclass(ImageReadError, OSError)
+
+
+def test_image_error_message_survives_a_dataloader_worker(tmp_path):
+    """A worker's exception reaches the main process re-created with the worker's traceback as its
+    message; message_of gives back the original line."""
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG but truncated")
+
+    class Images(torch.utils.data.Dataset):
+        def __len__(self):
+            return 1
+
+        def __getitem__(self, index):
+            return torch.tensor(read_image(str(bad)).size)
+
+    loader = torch.utils.data.DataLoader(Images(), num_workers=1)
+    with pytest.raises(ImageReadError) as err:
+        next(iter(loader))
+    assert str(err.value).startswith("Caught ImageReadError in DataLoader worker process 0")
+    message = ImageReadError.message_of(err.value)
+    assert message.startswith(f'Cannot decode image "{bad}": ') and "\n" not in message
+    direct = ImageReadError(f'Image not found: "{bad}"')
+    assert ImageReadError.message_of(direct) == f'Image not found: "{bad}"'
 
 
 def test_environment_variable_name_is_documented():

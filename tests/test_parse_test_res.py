@@ -1,10 +1,6 @@
-# ruff: noqa: W291  (the log fixtures keep the trailing spaces that real logs have)
-"""Tests of parse_test_res.py on logs written here in the engine's exact format.
-
-Each log carries what a real run prints before its result (arguments dump, config dump, env info,
-dataset table, iteration lines, per-epoch val results as decoys), so the parser is checked on
-whole logs, not on bare result blocks. Expected numbers are computed by hand with ``mean`` and
-``pstd`` below (plain loops), never with the module under test.
+"""Tests of parse_test_res.py on logs written here in the engine's exact format (tests/log_fixtures.py:
+whole logs with their val-result decoys, not bare result blocks). Expected numbers are computed by
+hand with ``mean`` and ``pstd`` below (plain loops), never with the module under test.
 """
 
 import argparse
@@ -20,6 +16,7 @@ import sys
 import pytest
 
 import parse_test_res as ptr
+from tests.log_fixtures import eval_only_log, result_block, training_log, write
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -47,154 +44,6 @@ def pstd(values):
 
 def hm(base, new):
     return 2 * base * new / (base + new)
-
-
-# ------------------------------------------------------------------------------------------------
-# Log fixtures in the engine's format (dassl-api.md §3.5, §3.7, §3.10, §5.9)
-# ------------------------------------------------------------------------------------------------
-
-
-def preamble(output_dir, dataset="Caltech101", eval_only=False):
-    """Everything a run prints before training: args, config, env info, dataset, model."""
-    return f"""\
-***************
-** Arguments **
-***************
-backbone: 
-config_file: configs/trainers/ALIGN/vit_b16_c2_ep5.yaml
-dataset_config_file: configs/datasets/{dataset.lower()}.yaml
-eval_only: {eval_only}
-head: 
-load_epoch: {5 if eval_only else None}
-model_dir: {"output/base2new/train_base" if eval_only else ""}
-no_train: False
-opts: ['DATASET.NUM_SHOTS', '16', 'DATASET.SUBSAMPLE_CLASSES', '{"new" if eval_only else "base"}']
-output_dir: {output_dir}
-resume: 
-root: /data
-seed: 1
-source_domains: None
-target_domains: None
-trainer: ALIGN
-transforms: None
-************
-** Config **
-************
-DATALOADER:
-  NUM_WORKERS: 8
-  TEST:
-    BATCH_SIZE: 100
-    SAMPLER: SequentialSampler
-DATASET:
-  NAME: {dataset}
-  NUM_SHOTS: 16
-  SUBSAMPLE_CLASSES: {"new" if eval_only else "base"}
-OPTIM:
-  LR: 0.0035
-  MAX_EPOCH: 5
-TEST:
-  COMPUTE_CMAT: False
-  EVALUATOR: Classification
-  FINAL_MODEL: best_val
-  NO_TEST: False
-  PER_CLASS_RESULT: True
-  SPLIT: test
-TRAINER:
-  NAME: ALIGN
-Collecting env info ...
-** System info **
-PyTorch version: 2.4.0
-Is debug build: False
-CUDA used to build PyTorch: 12.1
-OS: Ubuntu 22.04.4 LTS (x86_64)
-Python version: 3.10.14 (main) [GCC 11.4.0] (64-bit runtime)
-Is CUDA available: True
-Versions of relevant libraries:
-[pip3] numpy==1.26.4
-[pip3] torch==2.4.0
-        Pillow (10.3.0)
-
-Loading trainer: ALIGN
-Loading dataset: {dataset}
-Reading split from /data/{dataset.lower()}/split_zhou_{dataset}.json
-Loading preprocessed few-shot data from /data/{dataset.lower()}/split_fewshot/shot_16-seed_1.pkl
-SUBSAMPLE {"NEW" if eval_only else "BASE"} CLASSES!
-Building transform_train
-+ random resized crop (size=(224, 224), scale=(0.08, 1.0))
-+ random flip
-+ to torch tensor of range [0, 1]
-+ normalization (mean=[0.48145466, 0.4578275, 0.40821073], std=[0.26862954, 0.26130258, 0.27577711])
-Building transform_test
-+ resize the smaller edge to 224
-+ 224x224 center crop
-+ to torch tensor of range [0, 1]
-+ normalization (mean=[0.48145466, 0.4578275, 0.40821073], std=[0.26862954, 0.26130258, 0.27577711])
----------  ----------
-Dataset    {dataset}
-# classes  50
-# train_x  800
-# val      200
-# test     1,549
----------  ----------
-Loading CLIP (backbone: ViT-B/16)
-Building custom CLIP
-Turning off gradients in both the image and the text encoder
-Parameters to be updated: {{'prompt_learner.ctx', 'prompt_learner.visual_ctx'}}
-Loading evaluator: Classification
-"""
-
-
-def result_block(accuracy, macro_f1, split="test"):
-    """The evaluator's printout (§5.9) in per-class mode, after the Evaluate line."""
-    return f"""\
-Evaluate on the *{split}* set
-=> result
-* total: 1,549
-* correct: {round(15.49 * accuracy):,}
-* accuracy: {accuracy:.1f}%
-* error: {100 - accuracy:.1f}%
-* macro_f1: {macro_f1:.1f}%
-=> per-class result
-* class: 0 (face)\ttotal: 40\tcorrect: 39\tacc: 97.5%
-* class: 1 (leopard)\ttotal: 20\tcorrect: 20\tacc: 100.0%
-* average: 12.3%
-"""
-
-
-def training_log(output_dir, accuracy, macro_f1=None, end_lines=("Finish training",), finished=True):
-    """A training run with best_val: val results each epoch (decoys), then the final test."""
-    macro_f1 = accuracy - 0.5 if macro_f1 is None else macro_f1
-    text = preamble(output_dir) + f"Initialize tensorboard (log_dir={output_dir}/tensorboard)\n"
-    for epoch in (1, 2):
-        for batch in (1, 2):
-            text += (
-                f"epoch [{epoch}/2] batch [{batch}/2] time 0.104 (0.121) data 0.000 (0.018) "
-                f"loss 1.0493 (1.1320) acc 65.6250 (62.5000) lr 1.9961e-03 eta 0:00:52\n"
-            )
-        text += result_block(11.0 + epoch, 10.0, split="val")
-        text += f"Checkpoint saved to {output_dir}/prompt_learner/model-best.pth.tar\n"
-    if not finished:
-        return text
-    text += "".join(line + "\n" for line in end_lines)
-    text += "Deploy the model with the best val performance\n"
-    text += f'Loading weights to prompt_learner from "{output_dir}/prompt_learner/model-best.pth.tar" (epoch = 2)\n'
-    text += result_block(accuracy, macro_f1)
-    return text + "Elapsed: 0:01:02\n"
-
-
-def eval_only_log(output_dir, accuracy, macro_f1=None):
-    """An --eval-only run: no Finish line, one result block."""
-    macro_f1 = accuracy - 0.5 if macro_f1 is None else macro_f1
-    text = preamble(output_dir, eval_only=True)
-    text += f'Loading weights to prompt_learner from "{output_dir}/prompt_learner/model.pth.tar-5" (epoch = 5)\n'
-    return text + result_block(accuracy, macro_f1)
-
-
-def write(path, text):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
-        f.write(text)
-    return path
 
 
 def run_cli(capsys, *argv):
@@ -250,11 +99,10 @@ def test_problems_are_reported_not_raised(tmp_path):
     )
 
 
-def test_unreadable_number_raises_naming_file_and_line(tmp_path):
+def test_malformed_number_is_reported_naming_file_and_line(tmp_path):
     log = write(tmp_path / "log.txt", "=> result\n* accuracy: 9.1.2%\n")
-    expected = r"log\.txt:2: expected a number in '\* accuracy: 9\.1\.2%'"
-    with pytest.raises(ValueError, match=expected):
-        ptr.read_log(log, [ACCURACY], ("=> result",))
+    expected = f"{log}:2: expected a number in '* accuracy: 9.1.2%'"
+    assert ptr.read_log(log, [ACCURACY], ("=> result",)) == ({}, expected)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -343,18 +191,25 @@ def test_text_csv_json_agree(tmp_path, capsys):
     ]
 
 
-def test_timestamped_logs_are_never_read(tmp_path, capsys):
+def test_the_newest_complete_log_gives_the_result(tmp_path, capsys):
+    """A run started again in its folder logs to log.txt-<time>: the newest log with a complete
+    result counts, an unfinished newer one does not hide an older result."""
     exp = make_experiment(tmp_path / "exp", [90.4, 92.0])
-    # A resumed, finished run re-tests into a timestamped file (dassl-api.md §9.4).
+    # seed1: a resumed, finished run re-tested into a timestamped file; the newest log wins.
     write(os.path.join(exp, "seed1", "log.txt-2024-05-01-12-00-00"), training_log("x", 10.0))
-    write(os.path.join(exp, "seed3", "log.txt-2024-05-01-12-00-00"), training_log("x", 10.0))
+    write(os.path.join(exp, "seed1", "log.txt-2024-05-02-08-00-00"), training_log("x", 20.0))
+    # seed2: a later start that was killed before its result; log.txt's result stands.
+    write(os.path.join(exp, "seed2", "log.txt-2024-05-01-12-00-00"), training_log("x", 30.0, finished=False))
+    # seed3: only a timestamped log (log.txt was removed by hand), with a result.
+    write(os.path.join(exp, "seed3", "log.txt-2024-05-01-12-00-00"), training_log("x", 40.0))
     status, out, _ = run_cli(capsys, exp)
     assert status == 0
-    assert "* accuracy: 91.20% +- 0.80%" in out.splitlines()
-    assert (
-        f"missing: {exp}/seed3/log.txt (no log.txt (only log.txt-2024-05-01-12-00-00: "
-        "timestamped logs of later runs are not read))"
-    ) in out.splitlines()
+    lines = out.splitlines()
+    assert f"file: {exp}/seed1/log.txt-2024-05-02-08-00-00. accuracy: 20.00%. " in lines
+    assert f"file: {exp}/seed2/log.txt. accuracy: 92.00%. " in lines
+    assert f"file: {exp}/seed3/log.txt-2024-05-01-12-00-00. accuracy: 40.00%. " in lines
+    values = [20.0, 92.0, 40.0]
+    assert f"* accuracy: {mean(values):.2f}% +- {pstd(values):.2f}%" in lines
 
 
 def test_missing_runs_are_listed_and_left_out(tmp_path, capsys):
@@ -471,7 +326,8 @@ def test_coop_entry_points_keep_their_meaning(tmp_path, capsys):
 
     report = ptr.main(upstream_args, "Finish training")  # CoOp's namespace, no new options
     assert capsys.readouterr().out == printed
-    assert report.experiments[0].stats("accuracy").n == 2
+    (summary,) = report.of_kind("summary")
+    assert summary.stats["accuracy"].n == 2
 
     with pytest.raises(ptr.NoResultsError, match="Nothing found"):
         ptr.parse_function(ACCURACY, directory=exp, args=upstream_args, end_signal="no such line")

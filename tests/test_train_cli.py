@@ -16,7 +16,6 @@ from tests.engine_toys import (
     ALIGN_OPTIM_OPTS,
     CLASSNAMES,
     SPLIT_SIZES,
-    ToyInterrupt,
     ToyLinearProbe,
     align_lr,
     make_toy_images,
@@ -113,11 +112,17 @@ def test_training_run_log_files_and_accuracy(run, data_root, tmp_path, monkeypat
     first_epoch, last_epoch = trainer.losses[:N_BATCHES], trainer.losses[-N_BATCHES:]
     assert sum(last_epoch) < 0.5 * sum(first_epoch)
 
-    # Only the last epoch is saved (CHECKPOINT_FREQ 0), and the pointer names it.
+    # Every epoch is saved and the previous one removed (CHECKPOINT_FREQ 0): the last epoch is
+    # left, as weights and schedule only (nothing resumes from a final model mid-training), and the
+    # pointer names it. The lock file is gone.
     model_dir = os.path.join(out, "linear_probe")
     assert sorted(os.listdir(model_dir)) == ["checkpoint", "model.pth.tar-3"]
+    assert not os.path.exists(os.path.join(out, ".lock"))
     with open(os.path.join(model_dir, "checkpoint")) as f:
         assert f.read() == "model.pth.tar-3\n"
+    final = torch.load(os.path.join(model_dir, "model.pth.tar-3"), weights_only=True)
+    assert final["optimizer"] is None and final["scheduler"] is not None and final["epoch"] == 3
+    assert final["config"]["OPTIM.LR"] == 0.05 and final["config"]["SEED"] == 0
 
     log = read_log(out)
     assert log.startswith("Setting fixed seed: 0\n***************\n** Arguments **\n***************\n")
@@ -135,6 +140,9 @@ def test_training_run_log_files_and_accuracy(run, data_root, tmp_path, monkeypat
             "Loading evaluator: Classification\n",
             "No checkpoint found, train from scratch\n",
             "epoch [1/3] batch [1/3] ",
+            f"Checkpoint saved to {model_dir}/model.pth.tar-1\n",
+            "epoch [2/3] batch [3/3] ",
+            f"Checkpoint saved to {model_dir}/model.pth.tar-2\n",
             "epoch [3/3] batch [3/3] ",
             f"Checkpoint saved to {model_dir}/model.pth.tar-3\n",
             "Finish training\nFinished training\nDeploy the last-epoch model\nEvaluate on the *test* set\n=> result\n",
@@ -180,12 +188,12 @@ def test_resuming_a_finished_run_only_tests_again_into_a_new_log(run, data_root,
         [
             f"Found checkpoint at {out} (will resume training)\n",
             f'Loading checkpoint from "{out}/linear_probe/model.pth.tar-2"\n',
-            "Loaded model weights\nLoaded optimizer\nLoaded scheduler\nPrevious epoch: 2\n",
+            "Loaded model weights\nLoaded scheduler\nPrevious epoch: 2\n",  # a final model: no optimizer state
             "Finish training\n",
             "Evaluate on the *test* set\n=> result\n",
         ],
     )
-    assert "epoch [" not in resumed
+    assert "epoch [" not in resumed and "Note:" not in resumed and "Warning" not in resumed
     for key, value in weights.items():
         torch.testing.assert_close(trainer.model.state_dict()[key], value, rtol=0, atol=0)
 
@@ -250,13 +258,12 @@ def test_progress_bars_go_to_an_interactive_stderr_only(run, data_root, tmp_path
 # ---------------------------------------------------------------------------- resume
 
 
-def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(run, data_root, tmp_path, monkeypatch):
-    """The shipped ALIGN schedule over 20 epochs; interrupt after epoch 7 and resume. Sequential
-    sampling and no random augmentation make the two runs comparable bit for bit."""
+def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(run, data_root, tmp_path, monkeypatch, capsys):
+    """The shipped ALIGN schedule over 20 epochs with the default checkpointing; a crash after
+    epoch 7, then a resume. Sequential sampling and no random augmentation make the two runs the
+    same computation on the same inputs, so they agree bit for bit."""
     opts = (
         *ALIGN_OPTIM_OPTS,
-        "TRAIN.CHECKPOINT_FREQ",
-        "1",
         "DATALOADER.TRAIN_X.SAMPLER",
         "SequentialSampler",
         "TRAIN.PRINT_FREQ",
@@ -272,9 +279,23 @@ def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(run, data_root
     assert [full.epoch_lrs[epoch] for epoch in range(20)] == pytest.approx(expected, rel=1e-12, abs=0)
 
     monkeypatch.setattr(ToyLinearProbe, "interrupt_after_epoch", 7)
-    with pytest.raises(ToyInterrupt):
-        run(toy_argv(data_root, resumed_out, *opts, extra_flags=["--seed", "1"]))
+    capsys.readouterr()
+    assert run(toy_argv(data_root, resumed_out, *opts, extra_flags=["--seed", "1"]))[0] == 1
     monkeypatch.setattr(ToyLinearProbe, "interrupt_after_epoch", None)
+    # The crash: its traceback in log.txt (and on stderr), one line naming the error and where the
+    # traceback is as the last line; one resumable checkpoint (with the optimizer state) left.
+    log_path = os.path.join(resumed_out, "log.txt")
+    captured = capsys.readouterr()
+    assert captured.out.endswith(f"Error: ToyInterrupt: 7 (the traceback is in {log_path} and on stderr)\n")
+    assert "Traceback (most recent call last)" in captured.err and "Traceback" not in captured.out
+    log = read_log(resumed_out)
+    assert_in_order(
+        log, ["epoch [7/20]", "Traceback (most recent call last):\n", "tests.engine_toys.ToyInterrupt: 7\n"]
+    )
+    assert log.endswith(f"\nError: ToyInterrupt: 7 (the traceback is in {log_path} and on stderr)\n")
+    model_dir = os.path.join(resumed_out, "linear_probe")
+    assert sorted(os.listdir(model_dir)) == ["checkpoint", "model.pth.tar-7"]
+    assert torch.load(os.path.join(model_dir, "model.pth.tar-7"), weights_only=True)["optimizer"] is not None
 
     status, resumed = run(toy_argv(data_root, resumed_out, *opts, extra_flags=["--seed", "1"]))
     assert status == 0
@@ -377,9 +398,82 @@ def test_unknown_config_key_names_the_nearest_keys(run, data_root, tmp_path, cap
     assert "Non-existent config key: OPTIM.MAX_EPOCHS" in err and "OPTIM.MAX_EPOCH" in err
 
 
-def test_int_for_a_float_key_is_refused(run, data_root, tmp_path, capsys):
-    err = expect_error(run, capsys, toy_argv(data_root, tmp_path, "OPTIM.LR", "1"))
-    assert "OPTIM.LR" in err and "1.0" in err
+def test_an_int_for_a_float_key_is_accepted(tmp_path):
+    yaml_file = tmp_path / "method.yaml"
+    yaml_file.write_text("OPTIM:\n  LR: 2\n")
+    args = train.build_parser().parse_args(
+        ["--config-file", str(yaml_file), "TRAINER.ALIGN.OT_MEMORY_MB", "512", "OPTIM.WARMUP_CONS_LR", "0"]
+    )
+    cfg = train.setup_cfg(args)
+    assert (cfg.TRAINER.ALIGN.OT_MEMORY_MB, cfg.OPTIM.LR, cfg.OPTIM.WARMUP_CONS_LR) == (512.0, 2.0, 0.0)
+    assert {type(cfg.TRAINER.ALIGN.OT_MEMORY_MB), type(cfg.OPTIM.LR), type(cfg.OPTIM.WARMUP_CONS_LR)} == {float}
+
+
+def test_a_float_for_an_int_key_is_refused(run, data_root, tmp_path, capsys):
+    err = expect_error(run, capsys, toy_argv(data_root, tmp_path, "OPTIM.MAX_EPOCH", "2.5"))
+    assert "OPTIM.MAX_EPOCH" in err and "Type mismatch" in err
+
+
+@pytest.mark.parametrize(
+    "opts, message",
+    [
+        (("OPTIM.MAX_EPOCH", "0"), "OPTIM.MAX_EPOCH must be at least 1, but got 0"),
+        (
+            ("OPTIM.WARMUP_EPOCH", "1", "OPTIM.WARMUP_TYPE", "cubic"),
+            "OPTIM.WARMUP_TYPE must be constant or linear, but got 'cubic'",
+        ),
+        (("OPTIM.LR", "-0.01"), "OPTIM.LR must be >= 0, but got -0.01"),
+        (("OPTIM.WEIGHT_DECAY", "-1"), "OPTIM.WEIGHT_DECAY must be >= 0, but got -1.0"),
+        (("DATALOADER.TRAIN_X.BATCH_SIZE", "0"), "DATALOADER.TRAIN_X.BATCH_SIZE must be at least 1, but got 0"),
+        (("DATALOADER.TEST.BATCH_SIZE", "-4"), "DATALOADER.TEST.BATCH_SIZE must be at least 1, but got -4"),
+        (
+            ("DATASET.SUBSAMPLE_CLASSES", "novel"),
+            "DATASET.SUBSAMPLE_CLASSES must be one of all, base, new, but got 'novel'",
+        ),
+        (("TEST.FINAL_MODEL", "best"), "TEST.FINAL_MODEL must be one of last_step, best_val, but got 'best'"),
+        (
+            ("OPTIM.NAME", "sgdm"),
+            "OPTIM.NAME must be one of adam, amsgrad, sgd, rmsprop, adamw, but got 'sgdm' "
+            "(Dassl's radam is not implemented)",
+        ),
+        (
+            ("OPTIM.LR_SCHEDULER", "exp"),
+            "OPTIM.LR_SCHEDULER must be one of single_step, multi_step, cosine, but got 'exp'",
+        ),
+    ],
+)
+def test_invalid_values_are_one_error_line_naming_the_key(run, data_root, tmp_path, capsys, opts, message):
+    err = expect_error(run, capsys, toy_argv(data_root, tmp_path / "out", *opts))
+    assert err == f"Error: {message}\n"
+    assert not os.path.exists(tmp_path / "out" / "linear_probe")  # refused before training
+
+
+def test_yaml_syntax_error_names_the_file(run, data_root, tmp_path, capsys):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("OPTIM:\n  NAME: sgd\n  LR: [0.1\n")
+    err = expect_error(run, capsys, toy_argv(data_root, tmp_path / "out", extra_flags=["--config-file", str(broken)]))
+    assert err.startswith(f'Error: Config file "{broken}" is not valid YAML at line 4, column 1: ')
+
+
+def test_resume_from_a_missing_or_empty_folder_is_an_error(run, data_root, tmp_path, capsys):
+    missing = str(tmp_path / "nowhere")
+    err = expect_error(run, capsys, toy_argv(data_root, tmp_path / "out", extra_flags=["--resume", missing]))
+    assert err == f'Error: --resume "{missing}": the folder does not exist\n'
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    err = expect_error(run, capsys, toy_argv(data_root, tmp_path / "out", extra_flags=["--resume", str(empty)]))
+    assert err.startswith(f'Error: --resume "{empty}" holds no checkpoint (expected the folder(s) linear_probe in it')
+
+
+def test_traceback_of_a_user_error_on_request(run, data_root, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("DASSL_TRACEBACK", "1")
+    status, _ = run(toy_argv(data_root, tmp_path / "out", "OPTIM.MAX_EPOCH", "0"))
+    captured = capsys.readouterr()
+    assert status == 1 and "Traceback (most recent call last)" in captured.err
+    assert captured.out.endswith("Error: OPTIM.MAX_EPOCH must be at least 1, but got 0\n")
+    log = read_log(tmp_path / "out")
+    assert "Traceback (most recent call last)" in log  # always kept in the log
+    assert log.endswith("Error: OPTIM.MAX_EPOCH must be at least 1, but got 0\n")
 
 
 def test_eval_only_with_a_missing_model_dir_names_what_exists(run, data_root, trained, tmp_path, capsys):
@@ -552,8 +646,7 @@ def test_resumed_best_val_run_keeps_the_saved_best_result(run, data_root, tmp_pa
     out = str(tmp_path / "out")
     opts = ("OPTIM.LR", "0.05", "OPTIM.MAX_EPOCH", "3", "TEST.FINAL_MODEL", "best_val", "TRAIN.CHECKPOINT_FREQ", "1")
     monkeypatch.setattr(ToyLinearProbe, "interrupt_after_epoch", 1)
-    with pytest.raises(ToyInterrupt):
-        run(toy_argv(data_root, out, *opts))
+    assert run(toy_argv(data_root, out, *opts))[0] == 1
     best = torch.load(os.path.join(out, "linear_probe", "model-best.pth.tar"), weights_only=True)
     monkeypatch.setattr(ToyLinearProbe, "interrupt_after_epoch", None)
     status, trainer = run(toy_argv(data_root, out, *opts))

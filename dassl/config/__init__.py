@@ -1,5 +1,6 @@
 from .defaults import _C as cfg_default
 from .merge import ConfigError, config_keys, merge_config_file, merge_config_opts
+from .snapshot import config_differences, config_snapshot
 
 
 def get_cfg_default():

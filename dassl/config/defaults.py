@@ -167,8 +167,13 @@ _C.OPTIM.WARMUP_RECOUNT = True
 # Train
 ###########################
 _C.TRAIN = CN()
-# Save model.pth.tar-N every CHECKPOINT_FREQ epochs; <= 0: only after the last epoch.
+# Every epoch is saved (model.pth.tar-N, resumable) and the previous epoch's file removed; with
+# CHECKPOINT_FREQ > 0 the epochs that are its multiples are kept too. The last epoch is always kept.
 _C.TRAIN.CHECKPOINT_FREQ = 0
+# Resuming refuses a config that differs from the checkpoint's in the keys that decide training
+# (OPTIM.*, TRAINER.*, dataset, input, batch, seed). True resumes anyway from the weights; if an
+# OPTIM key changed, the optimizer state starts fresh and the new schedule is advanced to the epoch.
+_C.TRAIN.RESUME_CHANGED_CONFIG = False
 # Print the training line every PRINT_FREQ batches (every batch when an epoch is shorter).
 _C.TRAIN.PRINT_FREQ = 10
 # TrainerXU only.

@@ -1,13 +1,16 @@
 """Merging YAML files and ``KEY VALUE`` lists into a config, with errors that help.
 
-yacs already refuses unknown keys and type mismatches (dassl-api §2.1, §9.20); these helpers keep
-that strictness and only make the messages useful: an unknown key is reported with the nearest
-valid keys (difflib over the full dotted paths), a type mismatch with where the value came from.
+yacs already refuses unknown keys and type mismatches; these helpers keep that strictness and make
+the messages useful: an unknown key is reported with the nearest valid keys (difflib over the full
+dotted paths), a type mismatch or a YAML syntax error with where the value came from. One
+relaxation: an integer given for a float key is that float (``OPTIM.LR 1`` is 1.0, as a user
+means it); int keys still refuse floats, and a bool is never a number.
 """
 
 import difflib
 import os.path as osp
 
+import yaml
 from yacs.config import CfgNode
 
 __all__ = ["ConfigError", "merge_config_file", "merge_config_opts", "config_keys"]
@@ -64,19 +67,57 @@ def _check_tree_keys(cfg, incoming, source, prefix=""):
 
 
 def _type_mismatch_error(error, source):
-    return ConfigError(
-        f"{error} (from {source}); a value must have the type of the key's default: write a float key as 1.0, not 1"
-    )
+    return ConfigError(f"{error} (from {source}); a value must have the type of the key's default")
+
+
+def _float_if_int(value, default):
+    """``value`` as a float when the key's default is a float and ``value`` an int (not a bool)."""
+    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def _lookup(cfg, full_key):
+    node = cfg
+    for part in full_key.split("."):
+        node = node[part]
+    return node
+
+
+def _ints_to_floats(cfg, incoming):
+    """In ``incoming`` (a nested dict whose keys all exist in ``cfg``), ints for float keys become floats."""
+    for key, value in incoming.items():
+        if isinstance(value, dict):
+            _ints_to_floats(cfg[key], value)
+        else:
+            incoming[key] = _float_if_int(value, cfg[key])
+
+
+def _load_yaml(cfg, path):
+    """The YAML file ``path`` as a CfgNode; a syntax error or a non-mapping file is a ConfigError."""
+    try:
+        with open(path) as f:
+            incoming = cfg.load_cfg(f)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f'Config file "{path}" is not valid YAML{where}: {problem}') from None
+    except AttributeError:  # yacs calls .items() on what the file holds
+        raise ConfigError(
+            f'Config file "{path}" must hold a mapping of KEY: value (nested), not a list or a scalar'
+        ) from None
+    return incoming
 
 
 def merge_config_file(cfg, path):
     """``cfg.merge_from_file(path)`` with a clear error for a missing file or a bad key."""
     if not osp.isfile(path):
         raise ConfigError(f'Config file not found: "{path}"')
-    with open(path) as f:
-        incoming = cfg.load_cfg(f)
+    incoming = _load_yaml(cfg, path)
     source = f'config file "{path}"'
     _check_tree_keys(cfg, incoming, source)
+    _ints_to_floats(cfg, incoming)
     try:
         cfg.merge_from_other_cfg(incoming)
     except ValueError as e:  # yacs raises ValueError only for a type mismatch here
@@ -88,8 +129,13 @@ def merge_config_opts(cfg, opts):
     source = "the command-line opts"
     if len(opts) % 2 != 0:
         raise ConfigError(f"Config opts must be KEY VALUE pairs, got an odd number of items: {opts}")
-    for full_key in opts[0::2]:
+    opts = list(opts)
+    for i in range(0, len(opts), 2):
+        full_key, value = opts[i], opts[i + 1]
         _check_key_exists(cfg, full_key, source)
+        decoded = cfg._decode_cfg_value(value)
+        if _float_if_int(decoded, _lookup(cfg, full_key)) is not decoded:  # an int for a float key
+            opts[i + 1] = float(decoded)
     try:
         cfg.merge_from_list(opts)
     except ValueError as e:  # yacs raises ValueError only for a type mismatch here

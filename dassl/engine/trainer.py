@@ -20,20 +20,20 @@ from torch.nn.parallel import DistributedDataParallel
 from dassl.config import ConfigError
 from dassl.data import DataManager
 from dassl.evaluation import build_evaluator
+from dassl.optim import check_optim_cfg
 from dassl.utils import (
     BEST_MODEL_NAME,
     AverageMeter,
+    CheckpointError,
     MetricMeter,
-    find_model_file,
     is_distributed,
     is_main_process,
     load_checkpoint,
     progress_bar,
-    resume_from_checkpoint,
-    save_checkpoint,
-    synchronize,
     tolist_if_not,
 )
+
+from .checkpointing import CheckpointMixin
 
 __all__ = ["TrainerBase", "SimpleTrainer", "TrainerX"]
 
@@ -48,15 +48,8 @@ _DDP_BUFFER_SYNC_ARG = (
 )
 
 
-def _format_val_result(val_result):
-    """``{:.1f}`` for a number, ``None`` otherwise (dassl-api §9.5)."""
-    if isinstance(val_result, (int, float)) and not isinstance(val_result, bool):
-        return f"{val_result:.1f}"
-    return "None"
-
-
-class TrainerBase:
-    """Model registry, checkpoints, tensorboard and the generic epoch loop."""
+class TrainerBase(CheckpointMixin):
+    """Model registry, checkpoints (``CheckpointMixin``), tensorboard and the generic epoch loop."""
 
     def __init__(self):
         self._models = OrderedDict()
@@ -96,30 +89,6 @@ class TrainerBase:
             if name not in registered:
                 raise KeyError(f"Model {name!r} is not registered (registered: {registered})")
         return names
-
-    def save_model(self, epoch, directory, is_best=False, val_result=None, model_name=""):
-        """Save every registered model (with its optimizer and scheduler) under ``directory/{name}``.
-
-        ``epoch`` is 0-based; the file stores ``epoch + 1``, the number of finished epochs. Only the
-        main process writes; in a distributed run every process calls this and waits until the
-        files are written, so that any process may load them afterwards.
-        """
-        if is_main_process():
-            self._write_checkpoints(epoch, directory, is_best, val_result, model_name)
-        synchronize()
-
-    def _write_checkpoints(self, epoch, directory, is_best, val_result, model_name):
-        for name in self.get_model_names():
-            optim = self._optims[name]
-            sched = self._scheds[name]
-            state = {
-                "state_dict": self._models[name].state_dict(),
-                "epoch": epoch + 1,
-                "optimizer": optim.state_dict() if optim is not None else None,
-                "scheduler": sched.state_dict() if sched is not None else None,
-                "val_result": val_result,
-            }
-            save_checkpoint(state, osp.join(directory, name), is_best=is_best, model_name=model_name)
 
     def wrap_ddp(self, module, sync_buffers=True):
         """The module a training step calls: ``DistributedDataParallel(module)`` in a distributed
@@ -169,42 +138,6 @@ class TrainerBase:
                 "(docs/engine.md), or run a single process."
             )
 
-    def resume_model_if_exist(self, directory):
-        """Resume every registered model from ``directory/{name}``; return the finished epochs (0 if none)."""
-        names = self.get_model_names()
-        if not names or not all(osp.exists(osp.join(directory, name)) for name in names):
-            print("No checkpoint found, train from scratch")
-            return 0
-
-        print(f"Found checkpoint at {directory} (will resume training)")
-        for name in names:
-            start_epoch = resume_from_checkpoint(
-                osp.join(directory, name), self._models[name], self._optims[name], self._scheds[name]
-            )
-        return start_epoch
-
-    def load_model(self, directory, epoch=None):
-        """Load ``model-best.pth.tar`` (or ``model.pth.tar-{epoch}``) into every registered model."""
-        if not directory:
-            print(
-                "Note that load_model() is skipped as no pretrained model is given "
-                "(ignore this if it's done on purpose)"
-            )
-            return
-
-        for name in self.get_model_names():
-            model_path = find_model_file(directory, name, epoch)
-            checkpoint = load_checkpoint(model_path)
-            print(
-                "Load {} to {} (epoch={}, val_result={})".format(
-                    model_path,
-                    name,
-                    checkpoint["epoch"],
-                    _format_val_result(checkpoint.get("val_result")),
-                )
-            )
-            self._models[name].load_state_dict(checkpoint["state_dict"])
-
     def set_model_mode(self, mode="train", names=None):
         """``train`` -> ``.train()``; ``test``/``eval`` -> ``.eval()`` on the registered modules."""
         if mode not in ("train", "test", "eval"):
@@ -252,12 +185,29 @@ class TrainerBase:
         self.max_epoch = max_epoch
 
         self.before_train()
+        self.stage = "train"
         for epoch in range(self.start_epoch, self.max_epoch):
             self.epoch = epoch
+            self.batch_idx = -1  # no batch of this epoch has started yet
             self.before_epoch()
             self.run_epoch()
             self.after_epoch()
+        self.stage = "after_train"
         self.after_train()
+
+    def describe_progress(self):
+        """Where training is, for the line printed when a run is interrupted: "at epoch E batch B"
+        (1-based), "at the start of epoch E", "after training (in the final test)" or "before
+        training"."""
+        stage = self.__dict__.get("stage")
+        if stage == "train":
+            batch_idx = self.__dict__.get("batch_idx", -1)
+            if batch_idx < 0:
+                return f"at the start of epoch {self.epoch + 1}"
+            return f"at epoch {self.epoch + 1} batch {batch_idx + 1}"
+        if stage == "after_train":
+            return "after training (in the final test)"
+        return "before training"
 
     def before_train(self):
         pass
@@ -349,8 +299,23 @@ class SimpleTrainer(TrainerBase):
 
     @staticmethod
     def _check_engine_cfg(cfg):
+        """Reject engine settings that cannot work, before anything is built (ConfigError naming the key)."""
         if cfg.TEST.FINAL_MODEL not in FINAL_MODEL_CHOICES:
-            raise ValueError(f"TEST.FINAL_MODEL must be one of {FINAL_MODEL_CHOICES}, but got {cfg.TEST.FINAL_MODEL!r}")
+            raise ConfigError(
+                f"TEST.FINAL_MODEL must be one of {', '.join(FINAL_MODEL_CHOICES)}, but got {cfg.TEST.FINAL_MODEL!r}"
+            )
+        if cfg.OPTIM.MAX_EPOCH < 1:
+            raise ConfigError(f"OPTIM.MAX_EPOCH must be at least 1, but got {cfg.OPTIM.MAX_EPOCH}")
+        batch_sizes = {
+            "DATALOADER.TRAIN_X.BATCH_SIZE": cfg.DATALOADER.TRAIN_X.BATCH_SIZE,
+            "DATALOADER.TEST.BATCH_SIZE": cfg.DATALOADER.TEST.BATCH_SIZE,
+        }
+        for key, value in batch_sizes.items():
+            if value < 1:
+                raise ConfigError(f"{key} must be at least 1, but got {value}")
+        check_optim_cfg(cfg.OPTIM)
+        if cfg.RESUME and not osp.isdir(cfg.RESUME):
+            raise ConfigError(f'--resume "{cfg.RESUME}": the folder does not exist')
 
     def build_data_loader(self):
         """Create the DataManager (``self.dm``) and copy its loaders and dataset facts.
@@ -395,8 +360,16 @@ class SimpleTrainer(TrainerBase):
         super().train(self.start_epoch, self.max_epoch)
 
     def before_train(self):
-        """Resume from RESUME (or OUTPUT_DIR) if it holds checkpoints; start tensorboard and the clock."""
+        """Resume from RESUME (or OUTPUT_DIR) if it holds checkpoints; start tensorboard and the clock.
+
+        An explicit RESUME (``--resume DIR``) must hold a checkpoint of every registered model.
+        """
         directory = self.cfg.RESUME or self.cfg.OUTPUT_DIR
+        if self.cfg.RESUME and not self.has_checkpoint(directory):
+            raise ConfigError(
+                f'--resume "{directory}" holds no checkpoint (expected the folder(s) '
+                f"{', '.join(self.get_model_names())} in it, written by a training run)"
+            )
         self.start_epoch = self.resume_model_if_exist(directory)
         if self.start_epoch > 0 and self.cfg.TEST.FINAL_MODEL == "best_val":
             self._restore_best_result(directory)
@@ -408,10 +381,15 @@ class SimpleTrainer(TrainerBase):
         would let the first resumed epoch overwrite a better model-best.pth.tar)."""
         for name in self.get_model_names():
             best_path = osp.join(directory, name, BEST_MODEL_NAME)
-            if osp.isfile(best_path):
+            if not osp.isfile(best_path):
+                continue
+            try:
                 val_result = load_checkpoint(best_path).get("val_result")
-                if val_result is not None:
-                    self.best_result = val_result
+            except CheckpointError as e:
+                print(f"Warning: {e}: the best val result restarts from this run's epochs")
+                continue
+            if val_result is not None:
+                self.best_result = val_result
 
     def after_train(self):
         print("Finish training")
@@ -432,21 +410,24 @@ class SimpleTrainer(TrainerBase):
         self.close_writer()
 
     def after_epoch(self):
-        """Evaluate on val with best_val (saving a new best), then save every CHECKPOINT_FREQ
-        epochs and after the last one."""
+        """Evaluate on val with best_val (saving a new best weights-only model-best.pth.tar), then
+        save the epoch: resumable (with the optimizer state) before the last epoch, weights and
+        schedule only after it. The previous epoch's file is then removed unless its number is a
+        multiple of TRAIN.CHECKPOINT_FREQ (> 0), so a run keeps one resumable checkpoint, the
+        final model and the epochs asked for."""
         last_epoch = (self.epoch + 1) == self.max_epoch
         do_test = not self.cfg.TEST.NO_TEST
-        checkpoint_freq = self.cfg.TRAIN.CHECKPOINT_FREQ
-        meet_checkpoint_freq = checkpoint_freq > 0 and (self.epoch + 1) % checkpoint_freq == 0
 
         if do_test and self.cfg.TEST.FINAL_MODEL == "best_val":
             curr_result = self.test(split="val")
             if curr_result > self.best_result:
                 self.best_result = curr_result
-                self.save_model(self.epoch, self.output_dir, val_result=curr_result, model_name=BEST_MODEL_NAME)
+                self.save_model(
+                    self.epoch, self.output_dir, val_result=curr_result, model_name=BEST_MODEL_NAME, resumable=False
+                )
 
-        if meet_checkpoint_freq or last_epoch:
-            self.save_model(self.epoch, self.output_dir)
+        self.save_model(self.epoch, self.output_dir, resumable=not last_epoch)
+        self.remove_superseded_checkpoints(self.epoch, self.output_dir, keep_every=self.cfg.TRAIN.CHECKPOINT_FREQ)
 
     @torch.no_grad()
     def test(self, split=None):

@@ -13,6 +13,8 @@ Differences from Dassl.pytorch, all required by the spec:
 import torch
 from torch.optim.lr_scheduler import LRScheduler
 
+from dassl.config import ConfigError
+
 __all__ = [
     "AVAI_SCHEDS",
     "ConstantWarmupScheduler",
@@ -103,7 +105,7 @@ def _main_scheduler(optimizer, optim_cfg):
     max_epoch = optim_cfg.MAX_EPOCH
 
     if lr_scheduler not in AVAI_SCHEDS:
-        raise ValueError(f"OPTIM.LR_SCHEDULER must be one of {AVAI_SCHEDS}, but got {lr_scheduler!r}")
+        raise ConfigError(f"OPTIM.LR_SCHEDULER must be one of {', '.join(AVAI_SCHEDS)}, but got {lr_scheduler!r}")
 
     if lr_scheduler == "single_step":
         if isinstance(stepsize, (list, tuple)):
@@ -140,6 +142,6 @@ def build_lr_scheduler(optimizer, optim_cfg):
         elif optim_cfg.WARMUP_TYPE == "linear":
             scheduler = LinearWarmupScheduler(optimizer, scheduler, optim_cfg.WARMUP_EPOCH, optim_cfg.WARMUP_MIN_LR)
         else:
-            raise ValueError(f"OPTIM.WARMUP_TYPE must be constant or linear, but got {optim_cfg.WARMUP_TYPE!r}")
+            raise ConfigError(f"OPTIM.WARMUP_TYPE must be constant or linear, but got {optim_cfg.WARMUP_TYPE!r}")
 
     return scheduler

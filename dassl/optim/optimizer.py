@@ -5,9 +5,40 @@ import warnings
 import torch
 import torch.nn as nn
 
-__all__ = ["AVAI_OPTIMS", "build_optimizer"]
+from dassl.config import ConfigError
+
+from .lr_scheduler import AVAI_SCHEDS
+
+__all__ = ["AVAI_OPTIMS", "build_optimizer", "check_optim_cfg"]
 
 AVAI_OPTIMS = ["adam", "amsgrad", "sgd", "rmsprop", "adamw"]
+
+
+def check_optim_cfg(optim_cfg):
+    """Reject OPTIM settings that the optimizer or scheduler would refuse later with a traceback.
+
+    Raises:
+        ConfigError: naming the key, its value and what is allowed.
+    """
+    if optim_cfg.NAME not in AVAI_OPTIMS:
+        raise ConfigError(
+            f"OPTIM.NAME must be one of {', '.join(AVAI_OPTIMS)}, but got {optim_cfg.NAME!r} "
+            "(Dassl's radam is not implemented)"
+        )
+    if optim_cfg.LR_SCHEDULER not in AVAI_SCHEDS:
+        raise ConfigError(
+            f"OPTIM.LR_SCHEDULER must be one of {', '.join(AVAI_SCHEDS)}, but got {optim_cfg.LR_SCHEDULER!r}"
+        )
+    if optim_cfg.WARMUP_EPOCH > 0 and optim_cfg.WARMUP_TYPE not in ("constant", "linear"):
+        raise ConfigError(f"OPTIM.WARMUP_TYPE must be constant or linear, but got {optim_cfg.WARMUP_TYPE!r}")
+    for key in ("LR", "WEIGHT_DECAY", "MOMENTUM"):
+        if optim_cfg[key] < 0:
+            raise ConfigError(f"OPTIM.{key} must be >= 0, but got {optim_cfg[key]}")
+    if optim_cfg.NAME == "sgd" and optim_cfg.SGD_NESTEROV and (optim_cfg.MOMENTUM <= 0 or optim_cfg.SGD_DAMPNING != 0):
+        raise ConfigError(
+            "OPTIM.SGD_NESTEROV True needs OPTIM.MOMENTUM > 0 and OPTIM.SGD_DAMPNING 0, but got "
+            f"{optim_cfg.MOMENTUM} and {optim_cfg.SGD_DAMPNING}"
+        )
 
 
 def _staged_param_groups(model, optim_cfg):
@@ -57,11 +88,8 @@ def build_optimizer(model, optim_cfg, param_groups=None):
 
     Frozen parameters are handed to the optimizer too; their grad stays None, so steps skip them.
     """
+    check_optim_cfg(optim_cfg)
     optim = optim_cfg.NAME
-    if optim not in AVAI_OPTIMS:
-        raise ValueError(
-            f"OPTIM.NAME must be one of {AVAI_OPTIMS}, but got {optim!r} (Dassl's radam is not implemented)"
-        )
 
     if param_groups is not None and optim_cfg.STAGED_LR:
         warnings.warn(

@@ -9,11 +9,13 @@ from .dist import (
     synchronize,
     torchrun_session,
 )
+from .lock import LOCK_FILE_NAME, OutputDirInUseError, lock_output_dir
 from .logger import setup_logger
 from .meters import AverageMeter, MetricMeter
 from .progress import progress_bar
 from .registry import Registry, UnavailableChoiceError, check_availability
 from .tools import (
+    ImageReadError,
     check_isfile,
     collect_env_info,
     listdir_nohidden,
@@ -26,14 +28,23 @@ from .tools import (
 )
 from .torchtools import (
     BEST_MODEL_NAME,
+    POINTER_NAME,
     UNSAFE_LOAD_ENV,
+    CheckpointError,
     CheckpointNotFoundError,
+    CheckpointWriteError,
     UnsafeCheckpointError,
     count_num_param,
     find_model_file,
+    find_resume_checkpoint,
     load_checkpoint,
+    load_model_checkpoint,
     load_pretrained_weights,
+    load_weights,
     model_file_name,
+    pointed_checkpoint,
+    restore_checkpoint,
     resume_from_checkpoint,
     save_checkpoint,
+    saved_epochs,
 )

@@ -1,6 +1,8 @@
 """Copy everything printed to stdout into ``OUTPUT_DIR/log.txt`` (Dassl's ``setup_logger``).
 
-stderr is not captured (as upstream): progress bars, warnings and tracebacks stay out of the log.
+stderr is not captured (as upstream): progress bars and warnings stay out of the log. The log is
+written line by line (each complete line reaches the file at once), so a run killed by any signal
+leaves every line it printed; train.py adds the traceback of a failed run with ``write_to_file``.
 """
 
 import os
@@ -26,14 +28,15 @@ class Logger:
     The console stream is never closed (dassl-api §9.18): ``close()`` closes only the file.
 
     Args:
-        fpath (str): log file, opened with "w" after its folder is created.
+        fpath (str): log file, opened with "w" (line-buffered) after its folder is created.
         console: the stream to copy to (default: the current ``sys.stdout``).
     """
 
     def __init__(self, fpath, console=None):
         self.console = console if console is not None else sys.stdout
         mkdir_if_missing(osp.dirname(osp.abspath(fpath)))
-        self.file = open(fpath, "w")
+        self.path = fpath
+        self.file = open(fpath, "w", buffering=1)
         self._pending = ""
 
     def write(self, msg):
@@ -45,6 +48,12 @@ class Logger:
             # Bars are drawn on stderr; the console shares that terminal (see the class doc).
             with tqdm.external_write_mode(file=sys.stderr):
                 self.console.write(lines + "\n")
+
+    def write_to_file(self, text):
+        """Write ``text`` to the log file only (not the console), e.g. a traceback."""
+        if not self.file.closed:
+            self.file.write(text)
+            self.file.flush()
 
     def flush(self):
         if self._pending:

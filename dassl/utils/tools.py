@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 __all__ = [
+    "ImageReadError",
     "mkdir_if_missing",
     "check_isfile",
     "read_json",
@@ -84,18 +85,37 @@ def listdir_nohidden(path, sort=False):
     return items
 
 
+class ImageReadError(OSError):
+    """An image file is missing or cannot be decoded; the message names the file.
+
+    Raised inside a DataLoader worker, it reaches the main process re-created by torch with the
+    worker's traceback as its message; ``message_of`` recovers the original one-line message.
+    """
+
+    @staticmethod
+    def message_of(error):
+        """The original one-line message of ``error`` (an ImageReadError, possibly re-raised by a
+        DataLoader: then its message's last line is "<module>.ImageReadError: <message>")."""
+        text = str(error).strip()
+        if not text.startswith("Caught ImageReadError"):  # raised in this process
+            return text
+        last_line = text.splitlines()[-1]
+        return last_line.partition("ImageReadError: ")[2] or last_line
+
+
 def read_image(path):
     """Open an image with PIL and convert it to RGB.
 
-    A file that cannot be decoded raises an ``OSError`` naming the file (never skipped).
+    A missing file or one that cannot be decoded raises ``ImageReadError`` (an ``OSError``) naming
+    the file; nothing is skipped.
     """
     try:
         with Image.open(path) as img:
             return img.convert("RGB")
     except FileNotFoundError:
-        raise FileNotFoundError(f'Image not found: "{path}"') from None
+        raise ImageReadError(f'Image not found: "{path}"') from None
     except (OSError, ValueError, Image.DecompressionBombError) as e:
-        raise OSError(f'Cannot decode image "{path}": {e}') from e
+        raise ImageReadError(f'Cannot decode image "{path}": {e}') from e
 
 
 def tolist_if_not(x):

@@ -6,12 +6,14 @@ through a documented fallback to ``weights_only=False`` that prints a line namin
 environment variable ``DASSL_ALLOW_UNSAFE_LOAD=0`` to refuse such files instead (dassl-api §9.2).
 """
 
+import contextlib
 import os
 import os.path as osp
 import pickle
 import re
 import shutil
 import warnings
+import zipfile
 from collections import OrderedDict
 
 import torch
@@ -20,19 +22,30 @@ from .tools import listdir_nohidden, mkdir_if_missing
 
 __all__ = [
     "BEST_MODEL_NAME",
+    "POINTER_NAME",
+    "CheckpointError",
     "CheckpointNotFoundError",
+    "CheckpointWriteError",
     "UNSAFE_LOAD_ENV",
     "UnsafeCheckpointError",
     "count_num_param",
     "find_model_file",
+    "find_resume_checkpoint",
     "load_checkpoint",
+    "load_model_checkpoint",
+    "load_weights",
     "load_pretrained_weights",
     "model_file_name",
+    "pointed_checkpoint",
+    "restore_checkpoint",
     "resume_from_checkpoint",
     "save_checkpoint",
+    "saved_epochs",
 ]
 
 BEST_MODEL_NAME = "model-best.pth.tar"
+# One line in every checkpoint folder: the name of the file to resume from (Dassl's pointer).
+POINTER_NAME = "checkpoint"
 _EPOCH_FILE = re.compile(r"model\.pth\.tar-(\d+)")
 # Environment variable that controls the weights_only=False fallback ("0" disables it).
 UNSAFE_LOAD_ENV = "DASSL_ALLOW_UNSAFE_LOAD"
@@ -40,6 +53,16 @@ UNSAFE_LOAD_ENV = "DASSL_ALLOW_UNSAFE_LOAD"
 
 class CheckpointNotFoundError(FileNotFoundError):
     """A model file is missing; the message names the path and what exists instead."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file cannot be used: empty, truncated, damaged, not a checkpoint, or it does not
+    fit the model; the message names the file and what is wrong."""
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint cannot be written (disk full, folder not writable); the message names the file
+    and the operating system's reason."""
 
 
 class UnsafeCheckpointError(pickle.UnpicklingError):
@@ -55,7 +78,7 @@ def _describe_model_dir(model_dir):
     """What a model folder holds, or, if it is missing, what its nearest existing ancestor holds."""
     if osp.isdir(model_dir):
         files = listdir_nohidden(model_dir)
-        epochs = sorted(int(m.group(1)) for m in map(_EPOCH_FILE.fullmatch, files) if m)
+        epochs = saved_epochs(model_dir)
         found = []
         if epochs:
             found.append("saved epochs {}".format(", ".join(map(str, epochs))))
@@ -88,17 +111,26 @@ def find_model_file(directory, name, epoch=None):
     return fpath
 
 
-def save_checkpoint(state, save_dir, is_best=False, remove_module_from_keys=True, model_name=""):
+def save_checkpoint(state, save_dir, is_best=False, remove_module_from_keys=True, model_name="", update_pointer=True):
     """Save ``state`` to ``save_dir/model_name`` (default ``model.pth.tar-{state["epoch"]}``).
 
     Strips a leading ``module.`` from the state-dict keys, writes the file atomically (a partial
-    file never replaces a good one), then points ``save_dir/checkpoint`` at it. With ``is_best``
-    the file is also copied to ``model-best.pth.tar``.
+    file never replaces a good one, and the data is on disk before the rename), then points
+    ``save_dir/checkpoint`` at it (unless ``update_pointer`` is False). With ``is_best`` the file
+    is also copied to ``model-best.pth.tar``.
 
     Args:
-        state (dict): ``state_dict``, ``epoch``, ``optimizer``, ``scheduler``, ``val_result``.
+        state (dict): ``state_dict``, ``epoch``, ``optimizer``, ``scheduler``, ``val_result``
+            (and, from this engine's trainers, ``config``).
+
+    Raises:
+        CheckpointWriteError: a file cannot be written (disk full, folder not writable); the
+            message names the file and the OS reason, and no temporary file is left behind.
     """
-    mkdir_if_missing(save_dir)
+    try:
+        mkdir_if_missing(save_dir)
+    except OSError as e:
+        raise CheckpointWriteError(f'Cannot create the checkpoint folder "{save_dir}": {_os_reason(e)}') from e
 
     if remove_module_from_keys:
         state["state_dict"] = OrderedDict(
@@ -108,23 +140,47 @@ def save_checkpoint(state, save_dir, is_best=False, remove_module_from_keys=True
     if not model_name:
         model_name = model_file_name(state["epoch"])
     fpath = osp.join(save_dir, model_name)
-    _write_atomically(fpath, lambda tmp_fpath: torch.save(state, tmp_fpath))
+    _write_atomically(fpath, lambda f: torch.save(state, f))
     print(f"Checkpoint saved to {fpath}")
 
-    with open(osp.join(save_dir, "checkpoint"), "w") as f:
-        f.write(f"{osp.basename(fpath)}\n")
+    if update_pointer:
+        pointer = f"{osp.basename(fpath)}\n".encode()
+        _write_atomically(osp.join(save_dir, POINTER_NAME), lambda f: f.write(pointer))
 
     if is_best:
         best_fpath = osp.join(save_dir, BEST_MODEL_NAME)
-        _write_atomically(best_fpath, lambda tmp_fpath: shutil.copyfile(fpath, tmp_fpath))
+        with open(fpath, "rb") as source:
+            _write_atomically(best_fpath, lambda f: shutil.copyfileobj(source, f))
         print(f'Best checkpoint saved to "{best_fpath}"')
 
 
+def _os_reason(error):
+    return error.strerror or str(error)
+
+
+def _remove_if_present(path):
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(path)
+
+
 def _write_atomically(fpath, write):
-    """Run ``write(tmp_path)``, then rename the result to ``fpath``."""
+    """Run ``write(file)`` on ``fpath + ".tmp"`` (opened "wb"), sync it to disk, rename it to ``fpath``.
+
+    On any failure (also an interrupt) the temporary file is removed; an OSError becomes a
+    CheckpointWriteError naming ``fpath`` and the OS reason.
+    """
     tmp_fpath = fpath + ".tmp"
-    write(tmp_fpath)
-    os.replace(tmp_fpath, fpath)
+    try:
+        with open(tmp_fpath, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_fpath, fpath)
+    except BaseException as e:
+        _remove_if_present(tmp_fpath)
+        if isinstance(e, OSError):
+            raise CheckpointWriteError(f'Cannot write checkpoint "{fpath}": {_os_reason(e)}') from e
+        raise
 
 
 def _unsafe_load_allowed():
@@ -150,6 +206,23 @@ def _torch_load(fpath, map_location, **pickle_load_args):
     return torch.load(fpath, map_location=map_location, weights_only=False, **pickle_load_args)
 
 
+def _format_problem(fpath):
+    """What is wrong with the file's format at first sight (a sentence), or None if it looks like a
+    torch checkpoint: the zip format (torch >= 1.6) or the legacy pickle format."""
+    size = osp.getsize(fpath)
+    if size == 0:
+        return "is empty (0 bytes)"
+    with open(fpath, "rb") as f:
+        head = f.read(4)
+    if head == b"PK\x03\x04":
+        if not zipfile.is_zipfile(fpath):
+            return f"is truncated or damaged (an incomplete zip archive of {size:,} bytes)"
+        return None
+    if head[:1] == b"\x80":  # a pickle: torch's legacy format, checked by torch.load itself
+        return None
+    return f"is not a PyTorch checkpoint (it starts with {head!r})"
+
+
 def load_checkpoint(fpath):
     """Load a checkpoint file (a dict), on the CPU when CUDA is unavailable.
 
@@ -161,47 +234,154 @@ def load_checkpoint(fpath):
     Raises:
         ValueError: ``fpath`` is None.
         FileNotFoundError: the file does not exist.
+        CheckpointError: the file is empty, truncated, damaged, not a torch file, or holds
+            something other than a dict; the message names the file and what is wrong.
     """
     if fpath is None:
         raise ValueError("File path is None")
     if not osp.exists(fpath):
         raise FileNotFoundError(f'File is not found at "{fpath}"')
 
+    problem = _format_problem(fpath)
+    if problem is not None:
+        raise CheckpointError(f'Checkpoint "{fpath}" {problem}')
     map_location = None if torch.cuda.is_available() else "cpu"
     try:
         try:
-            return _torch_load(fpath, map_location)
+            checkpoint = _torch_load(fpath, map_location)
         except UnicodeDecodeError:
             # Checkpoints pickled by Python 2.
-            return _torch_load(fpath, map_location, encoding="latin1")
-    except Exception:
+            checkpoint = _torch_load(fpath, map_location, encoding="latin1")
+    except UnsafeCheckpointError:
         print(f'Unable to load checkpoint from "{fpath}"')
         raise
+    except Exception as e:
+        # torch reports a damaged file as OSError, EOFError, KeyError, RuntimeError ... depending on
+        # where the damage is: name the file instead.
+        reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no message'}"
+        raise CheckpointError(f'Checkpoint "{fpath}" is truncated or damaged (torch.load failed with {reason})') from e
+    if not isinstance(checkpoint, dict):
+        raise CheckpointError(f'Checkpoint "{fpath}" holds a {type(checkpoint).__name__}, not a checkpoint (a dict)')
+    return checkpoint
 
 
-def resume_from_checkpoint(fdir, model, optimizer=None, scheduler=None):
-    """Restore model, optimizer and scheduler from the file ``fdir/checkpoint`` points at.
+def load_model_checkpoint(fpath):
+    """``load_checkpoint(fpath)``, checked to be a model checkpoint: a dict with a ``state_dict``
+    dict and an integer ``epoch`` (what resume and ``load_model`` read).
+
+    Raises:
+        CheckpointError: as ``load_checkpoint``, or an entry is missing (named).
+    """
+    checkpoint = load_checkpoint(fpath)
+    if not isinstance(checkpoint.get("state_dict"), dict):
+        raise CheckpointError(f'Checkpoint "{fpath}" is not a model checkpoint: it has no "state_dict" entry')
+    if not isinstance(checkpoint.get("epoch"), int):
+        raise CheckpointError(f'Checkpoint "{fpath}" is not a model checkpoint: it has no integer "epoch" entry')
+    return checkpoint
+
+
+def _pointer_name(fdir):
+    """The file name that ``fdir/checkpoint`` holds ("" if it is empty), or None without that file."""
+    try:
+        with open(osp.join(fdir, POINTER_NAME), errors="replace") as f:
+            return f.readline().strip()
+    except FileNotFoundError:
+        return None
+
+
+def pointed_checkpoint(fdir):
+    """The path the pointer file ``fdir/checkpoint`` names, if that file exists; else None."""
+    try:
+        name = _pointer_name(fdir)
+    except OSError:
+        return None
+    path = osp.join(fdir, name or "")
+    return path if name and osp.isfile(path) else None
+
+
+def saved_epochs(fdir):
+    """The N of every ``model.pth.tar-N`` in ``fdir``, ascending (empty if there is no folder)."""
+    if not osp.isdir(fdir):
+        return []
+    return sorted(int(m.group(1)) for m in map(_EPOCH_FILE.fullmatch, os.listdir(fdir)) if m)
+
+
+def find_resume_checkpoint(fdir):
+    """The checkpoint to resume from in ``fdir``: the file the pointer ``fdir/checkpoint`` names,
+    or, when the pointer or that file is unusable, the newest intact ``model.pth.tar-N`` (a warning
+    line names what was skipped and why).
 
     Returns:
-        int: the number of finished epochs stored in the checkpoint.
+        (path, checkpoint dict)
+    Raises:
+        CheckpointError: no intact checkpoint; the message lists every problem found.
     """
-    pointer = osp.join(fdir, "checkpoint")
-    if not osp.isfile(pointer):
-        raise FileNotFoundError(
-            f'Cannot resume from "{fdir}": it has no "checkpoint" file naming the model file to load '
-            "(delete the folder to train from scratch)"
-        )
-    with open(pointer) as checkpoint:
-        model_name = checkpoint.readlines()[0].strip("\n")
-        fpath = osp.join(fdir, model_name)
+    pointer = osp.join(fdir, POINTER_NAME)
+    problems, candidates = [], []
+    name = _pointer_name(fdir)
+    if name is None:
+        problems.append(f'there is no pointer file "{pointer}"')
+    elif not name:
+        problems.append(f'the pointer file "{pointer}" is empty')
+    elif not osp.isfile(osp.join(fdir, name)):
+        problems.append(f'the pointer file "{pointer}" names "{name}", which does not exist')
+    else:
+        candidates.append(osp.join(fdir, name))
+    for epoch in reversed(saved_epochs(fdir)):
+        path = osp.join(fdir, model_file_name(epoch))
+        if path not in candidates:
+            candidates.append(path)
 
+    for path in candidates:
+        try:
+            checkpoint = load_model_checkpoint(path)
+        except CheckpointError as e:
+            problems.append(str(e))
+            continue
+        if problems:
+            print(
+                f"Warning: {'; '.join(problems)}. Resuming from the newest intact checkpoint "
+                f'"{path}" (epoch {checkpoint["epoch"]}) instead'
+            )
+        return path, checkpoint
+    raise CheckpointError(
+        f'Cannot resume from "{fdir}": {"; ".join(problems)}; no intact checkpoint is left '
+        "(delete the folder to train from scratch)"
+    )
+
+
+def load_weights(model, checkpoint, fpath):
+    """``model.load_state_dict(checkpoint["state_dict"])`` (strict).
+
+    Raises:
+        CheckpointError: the weights do not fit the model (missing or unexpected keys, other
+            shapes); the message names the file and the first differences.
+    """
+    try:
+        model.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as e:
+        details = " ".join(line.strip() for line in str(e).splitlines()[:3])
+        raise CheckpointError(
+            f'Checkpoint "{fpath}" does not fit the model (was it trained with another config?): {details}'
+        ) from e
+
+
+def restore_checkpoint(checkpoint, fpath, model, optimizer=None, scheduler=None):
+    """Load a checkpoint's weights into ``model`` and, when given and stored, the optimizer and
+    scheduler state; return the number of finished epochs it stores.
+
+    Raises:
+        CheckpointError: the stored state does not fit the model or the optimizer (named).
+    """
     print(f'Loading checkpoint from "{fpath}"')
-    checkpoint = load_checkpoint(fpath)
-    model.load_state_dict(checkpoint["state_dict"])
+    load_weights(model, checkpoint, fpath)
     print("Loaded model weights")
 
     if optimizer is not None and checkpoint.get("optimizer") is not None:
-        optimizer.load_state_dict(checkpoint["optimizer"])
+        try:
+            optimizer.load_state_dict(checkpoint["optimizer"])
+        except (ValueError, KeyError) as e:
+            raise CheckpointError(f'Checkpoint "{fpath}": its optimizer state does not fit the optimizer: {e}') from e
         print("Loaded optimizer")
 
     if scheduler is not None and checkpoint.get("scheduler") is not None:
@@ -210,8 +390,18 @@ def resume_from_checkpoint(fdir, model, optimizer=None, scheduler=None):
 
     start_epoch = checkpoint["epoch"]
     print(f"Previous epoch: {start_epoch}")
-
     return start_epoch
+
+
+def resume_from_checkpoint(fdir, model, optimizer=None, scheduler=None):
+    """Restore model, optimizer and scheduler from the file ``fdir/checkpoint`` points at (or the
+    newest intact epoch, see ``find_resume_checkpoint``).
+
+    Returns:
+        int: the number of finished epochs stored in the checkpoint.
+    """
+    fpath, checkpoint = find_resume_checkpoint(fdir)
+    return restore_checkpoint(checkpoint, fpath, model, optimizer, scheduler)
 
 
 def load_pretrained_weights(model, weight_path):

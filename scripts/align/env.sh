@@ -1,27 +1,20 @@
-# ALIGN settings shared by the scripts in this folder (source it after ../common.sh).
-#   TRAINER  ALIGN (default), or MMP with the official config file and keys
-#   SHOTS    training shots per class (default: 16)
-#   CFG      recipe in configs/trainers/ALIGN/ (each script has its protocol's default)
-TRAINER=${TRAINER:-ALIGN}
-SHOTS=${SHOTS:-16}
+# ALIGN: what scripts/lib/protocols.sh needs to run its protocols (read by the scripts here).
+# The official trainer name MMP, with the official configs and keys: scripts/mmp/.
+METHOD=ALIGN
+TRAINER=ALIGN
 CONFIG_DIR=configs/trainers/ALIGN
 LEARNER=MultiModalPromptLearner  # the registered module: checkpoints live in <run>/$LEARNER/
 
-# base2new_cfg DATASET: the base-to-new recipe (SUN397 has its own).
-base2new_cfg() {
-    if [ "$1" = sun397 ]; then echo vit_b16_c2_ep20_batch4_2ctx_sun397; else echo vit_b16_c2_ep20_batch4_2ctx; fi
-}
+BASE2NEW_CFG=vit_b16_c2_ep20_batch4_2ctx  # the official recipe (20 epochs, despite its official name "ep5")
+BASE2NEW_CFG_sun397=vit_b16_c2_ep20_batch4_2ctx_sun397  # T = V = 2 prompts, LR 0.002
+XD_CFG=vit_b16_c2_ep20_batch4_2ctx_xd
+# Few-shot: the epoch count depends on the shots, as the official train.py forced it (here written
+# in the configs): 1 shot 30 epochs, 2 or 4 shots 50, 8 or 16 shots 80; ImageNet always 20.
+FEWSHOT_CFG=vit_b16_c2_ep80_batch4_2ctx_fewshot
+FEWSHOT_CFG_1shots=vit_b16_c2_ep30_batch4_2ctx_fewshot
+FEWSHOT_CFG_2shots=vit_b16_c2_ep50_batch4_2ctx_fewshot
+FEWSHOT_CFG_4shots=vit_b16_c2_ep50_batch4_2ctx_fewshot
+FEWSHOT_CFG_imagenet=vit_b16_c2_ep20_batch4_2ctx_xd
 
-# train_py DATASET CFG OUTPUT_DIR SEED [flags and KEY VALUE opts...]: one train.py call.
-train_py() {
-    local dataset=$1 cfg=$2 dir=$3 seed=$4
-    shift 4
-    "$PYTHON" train.py \
-        --root "$DATA" \
-        --seed "$seed" \
-        --trainer "$TRAINER" \
-        --dataset-config-file "configs/datasets/$dataset.yaml" \
-        --config-file "$CONFIG_DIR/$cfg.yaml" \
-        --output-dir "$dir" \
-        "$@" ${EXTRA_OPTS[@]+"${EXTRA_OPTS[@]}"}
-}
+TOY_CFG=toy_clip
+DEMO_SEEDS="1 2 3"

@@ -3,14 +3,15 @@
 #   bash scripts/zsclip/zeroshot.sh DATASET
 # Output: $OUTPUT/ZeroshotCLIP/$CFG/DATASET
 # Environment: DATA, OUTPUT, PYTHON, OPTS (../common.sh); CFG (default vit_b16, in configs/trainers/CoOp/).
-source "$(dirname "$0")/../common.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/protocols.sh"
 [ $# -eq 1 ] || { echo "usage: $0 DATASET" >&2; exit 2; }
-DATASET=$1
-CFG=${CFG:-vit_b16}
+load_method "$SCRIPT_DIR"
+check_dataset "$1"
+CFG=$(recipe xd "$1")
 
-DIR=$OUTPUT/ZeroshotCLIP/$CFG/$DATASET
+DIR=$OUTPUT/ZeroshotCLIP/$CFG/$1
 skip_if_done "$DIR" eval
-"$PYTHON" train.py --root "$DATA" --trainer ZeroshotCLIP \
-    --dataset-config-file "configs/datasets/$DATASET.yaml" \
-    --config-file "configs/trainers/CoOp/$CFG.yaml" \
+"$PYTHON" train.py --root "$DATA" --trainer "$TRAINER" \
+    --dataset-config-file "configs/datasets/$1.yaml" \
+    --config-file "$(config_file "$CFG")" \
     --output-dir "$DIR" --eval-only ${EXTRA_OPTS[@]+"${EXTRA_OPTS[@]}"}

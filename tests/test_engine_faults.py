@@ -1,0 +1,196 @@
+"""Runs that stop early, on the toy dataset: a real train.py process paused at a known training
+step (tests/engine_toys.py, TOY_PAUSE_AT) and then killed, interrupted or terminated; a second run
+on a folder in use; a crash in the final test; a full disk. What must hold: no line of the log is
+lost, the next run resumes, and every stop is reported in one line."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from dassl.utils import LOCK_FILE_NAME, lock_output_dir
+from tests.engine_toys import make_toy_images, run_train_py, toy_argv
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OPTS = ("OPTIM.LR", "0.05", "OPTIM.MAX_EPOCH", "3")
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    return make_toy_images(str(tmp_path_factory.mktemp("data")))
+
+
+@pytest.fixture
+def run(monkeypatch):
+    """train.py in-process (environment report stubbed); returns the exit status."""
+    import train
+
+    monkeypatch.setattr(train, "collect_env_info", lambda: "<environment report>")
+    return run_train_py
+
+
+def start_paused(data_root, out, epoch, batch):
+    """Start train.py in a process that stops before the training step of (epoch, batch);
+    return (process, what it printed until then)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", TOY_PAUSE_AT=f"{epoch},{batch}")
+    process = subprocess.Popen(
+        [sys.executable, "-u", "-m", "tests.engine_toys", *toy_argv(data_root, out, *OPTS)],
+        cwd=REPO,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    printed = []
+    for line in process.stdout:  # blocks until the process prints a line or ends
+        printed.append(line)
+        if line == "paused\n":
+            return process, "".join(printed)
+    process.wait()
+    raise AssertionError(f"the run ended before pausing:\n{''.join(printed)}\n{process.stderr.read()}")
+
+
+def logs(out):
+    return sorted(name for name in os.listdir(out) if name.startswith("log.txt"))
+
+
+def read(path):
+    with open(path) as f:
+        return f.read()
+
+
+def last_line(text):
+    return text.rstrip("\n").rsplit("\n", 1)[-1]
+
+
+# ---------------------------------------------------------------------------- a killed run
+
+
+def test_a_second_run_is_refused_and_a_killed_run_leaves_its_log_and_no_lock(run, data_root, tmp_path, capsys):
+    out = str(tmp_path / "out")
+    process, printed = start_paused(data_root, out, epoch=2, batch=2)
+    try:
+        # The folder is in use: a second run is refused, naming the folder and the holder, and
+        # writes nothing there (no second log).
+        capsys.readouterr()
+        assert run(toy_argv(data_root, out, *OPTS)) == 1
+        error = last_line(capsys.readouterr().out)
+        assert error.startswith(
+            f'Error: Output folder "{out}" is in use by another run (pid {process.pid} on host {socket.gethostname()}, '
+            "started "
+        )
+        assert error.endswith("); wait until it ends, or choose another --output-dir")
+        assert logs(out) == ["log.txt"]
+        # Every line the run printed is already in its log.
+        log = read(os.path.join(out, "log.txt"))
+        assert log == printed and "epoch [2/3] batch [1/3]" in log
+    finally:
+        process.kill()  # SIGKILL: no cleanup of any kind
+        process.wait()
+    assert process.returncode == -signal.SIGKILL
+    assert read(os.path.join(out, "log.txt")) == printed
+
+    # The lock died with the process (its file may stay); the epoch-1 checkpoint is resumed.
+    assert run(toy_argv(data_root, out, *OPTS)) == 0
+    assert not os.path.exists(os.path.join(out, LOCK_FILE_NAME))
+    (_, resumed_log) = logs(out)
+    resumed = read(os.path.join(out, resumed_log))
+    assert "Previous epoch: 1\n" in resumed and "epoch [2/3] batch [1/3]" in resumed and "epoch [1/3]" not in resumed
+    assert "* accuracy: " in resumed
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_and_sigterm_say_where_the_run_stopped(data_root, tmp_path, sig):
+    out = str(tmp_path / "out")
+    process, _ = start_paused(data_root, out, epoch=2, batch=2)
+    process.send_signal(sig)
+    stdout, stderr = process.communicate()
+    assert process.returncode == 128 + sig  # 130 for Ctrl-C, 143 for SIGTERM
+    checkpoint = os.path.join(out, "linear_probe", "model.pth.tar-1")
+    line = (
+        f"Interrupted at epoch 2 batch 2 ({signal.Signals(sig).name}); last checkpoint: {checkpoint}; "
+        "rerun the same command to resume"
+    )
+    assert stdout == line + "\n"  # after the pause, only the line: no traceback
+    assert "Traceback" not in stderr
+    log = read(os.path.join(out, "log.txt"))
+    assert log.endswith("paused\n" + line + "\n")
+    assert not os.path.exists(os.path.join(out, LOCK_FILE_NAME))  # released on the way out
+    assert torch.load(checkpoint, weights_only=True)["optimizer"] is not None  # resumable
+
+
+def test_an_interrupt_before_the_first_checkpoint_says_there_is_none(run, data_root, tmp_path, capsys, monkeypatch):
+    from tests.engine_toys import ToyLinearProbe
+
+    def interrupted(self, batch):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ToyLinearProbe, "forward_backward", interrupted)
+    out = str(tmp_path / "out")
+    capsys.readouterr()
+    assert run(toy_argv(data_root, out, *OPTS)) == 130
+    line = "Interrupted at epoch 1 batch 1 (SIGINT); last checkpoint: none; rerun the same command to start again"
+    assert last_line(capsys.readouterr().out) == line
+    assert last_line(read(os.path.join(out, "log.txt"))) == line
+
+
+# ---------------------------------------------------------------------------- the lock itself
+
+
+def test_the_lock_names_this_process_and_is_removed_on_release(run, data_root, tmp_path, capsys):
+    out = str(tmp_path / "out")
+    with lock_output_dir(out):
+        holder = read(os.path.join(out, LOCK_FILE_NAME))
+        assert holder.startswith(f"pid {os.getpid()} on host {socket.gethostname()}, started ")
+        capsys.readouterr()
+        assert run(toy_argv(data_root, out, "OPTIM.MAX_EPOCH", "1")) == 1
+        assert holder.strip() in last_line(capsys.readouterr().out)
+        assert os.listdir(out) == [LOCK_FILE_NAME]  # the refused run wrote nothing
+    assert os.listdir(out) == []
+
+
+def test_a_stale_lock_file_does_not_block(run, data_root, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / LOCK_FILE_NAME).write_text("pid 1 on host gone, started long ago\n")  # no process holds it
+    assert run(toy_argv(data_root, str(out), "OPTIM.MAX_EPOCH", "1")) == 0
+
+
+# ---------------------------------------------------------------------------- other stops
+
+
+def test_a_corrupt_image_in_the_final_test_is_one_line_naming_it(run, data_root, tmp_path, capsys):
+    root = tmp_path / "data"
+    make_toy_images(str(root))
+    bad = root / "toy_colors" / "test" / "green" / "1.jpg"
+    bad.write_bytes(b"\xff\xd8\xff not a whole jpeg")
+    out = str(tmp_path / "out")
+    capsys.readouterr()
+    argv = toy_argv(str(root), out, "OPTIM.MAX_EPOCH", "1", "DATALOADER.NUM_WORKERS", "1")
+    assert run(argv) == 1
+    captured = capsys.readouterr()
+    error = last_line(captured.out)
+    assert error.startswith(f'Error: Cannot decode image "{bad}": ')
+    assert error.endswith(f". Check every image with: python -m tools.check_datasets --root {root} --verify-images")
+    assert "Traceback" not in captured.out + captured.err
+    log = read(os.path.join(out, "log.txt"))
+    assert "Finish training" in log and "Traceback (most recent call last)" in log  # the traceback: in the log
+    assert last_line(log) == error
+
+
+def test_a_full_disk_is_one_line_naming_the_checkpoint(run, data_root, tmp_path, capsys):
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full on this system")
+    folder = tmp_path / "out" / "linear_probe"
+    folder.mkdir(parents=True)
+    (folder / "model.pth.tar-1.tmp").symlink_to("/dev/full")  # every write fails with ENOSPC
+    capsys.readouterr()
+    assert run(toy_argv(data_root, str(tmp_path / "out"), "OPTIM.MAX_EPOCH", "2")) == 1
+    error = last_line(capsys.readouterr().out)
+    assert error == f'Error: Cannot write checkpoint "{folder / "model.pth.tar-1"}": No space left on device'
+    assert os.listdir(folder) == []
