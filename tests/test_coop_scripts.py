@@ -13,10 +13,6 @@ import pytest
 from tools.toy_world import write_toy_world
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-pytestmark = pytest.mark.skipif(
-    not osp.isfile(osp.join(REPO, "scripts/lib/protocols.sh")),
-    reason="needs the shared protocol scripts (scripts/lib/protocols.sh, branch 'scripts')",
-)
 LEARNER = "prompt_learner"
 
 
