@@ -24,7 +24,6 @@ import sys
 
 import torch
 import torch.distributed as dist
-from yacs.config import CfgNode as CN
 
 import datasets  # noqa: F401  (registers the datasets)
 import trainers  # registers the trainers; adds their config nodes
@@ -113,34 +112,11 @@ def reset_cfg(cfg, args):
 def extend_cfg(cfg):
     """Add the method config nodes (dassl-api §2.3) and DATASET.SUBSAMPLE_CLASSES.
 
-    To add a method, add one more ``cfg.TRAINER.<NAME> = CN()`` block with a comment per key.
+    To add a method, give its module an ``add_config(cfg)`` that adds its ``TRAINER.<NAME>`` node
+    (a comment per key) and list the module in ``trainers.METHOD_MODULES``.
     """
-    # MaPLe: coupled text and vision prompts (16 here as in the official ALIGN code; MaPLe's own
-    # train.py says 2, which its YAMLs set anyway).
-    cfg.TRAINER.MAPLE = CN()
-    cfg.TRAINER.MAPLE.N_CTX = 16  # prompt length
-    cfg.TRAINER.MAPLE.CTX_INIT = "a photo of a"  # words that initialise the text prompt
-    cfg.TRAINER.MAPLE.PREC = "fp16"  # fp16, fp32, amp or bf16
-    cfg.TRAINER.MAPLE.PROMPT_DEPTH = 9  # layers that get prompts (1 = input layer only)
-
-    # IVLP: independent text and vision prompts.
-    cfg.TRAINER.IVLP = CN()
-    cfg.TRAINER.IVLP.N_CTX_VISION = 2  # vision prompt length
-    cfg.TRAINER.IVLP.N_CTX_TEXT = 2  # text prompt length
-    cfg.TRAINER.IVLP.CTX_INIT = "a photo of a"  # words that initialise the text prompt
-    cfg.TRAINER.IVLP.PREC = "fp16"  # fp16, fp32, amp or bf16
-    cfg.TRAINER.IVLP.PROMPT_DEPTH_VISION = 9  # vision layers that get prompts
-    cfg.TRAINER.IVLP.PROMPT_DEPTH_TEXT = 9  # text layers that get prompts
-
-    # VPT: vision prompts only.
-    cfg.TRAINER.VPT = CN()
-    cfg.TRAINER.VPT.N_CTX_VISION = 2  # vision prompt length
-    cfg.TRAINER.VPT.CTX_INIT = "a photo of a"  # words for the fixed text prompt
-    cfg.TRAINER.VPT.PREC = "fp16"  # fp16, fp32, amp or bf16
-    cfg.TRAINER.VPT.PROMPT_DEPTH_VISION = 1  # vision layers that get prompts (1 = shallow VPT)
-
-    # ALIGN and MMP, CoOp (COOP) and CoCoOp (COCOOP): each node defined next to its method
-    # (trainers/<method>.py).
+    # Every method's node is defined next to the method (trainers/<method>.py): ALIGN and MMP,
+    # CoOp (COOP), CoCoOp (COCOOP), MaPLe, IVLP, VPT.
     trainers.add_method_configs(cfg)
 
     cfg.DATASET.SUBSAMPLE_CLASSES = "all"  # all, base or new

@@ -1,9 +1,12 @@
-"""Loading CLIP weights (OpenAI's published checkpoints or local files) and tokenizing text.
+"""Loading CLIP weights (OpenAI's published checkpoints, open_clip checkpoints or other local
+files) and tokenizing text.
 
-The names CoOp-style trainers call: `_MODELS`, `_download`, `available_models`, `load`,
-`build_model`, `tokenize`. How to provide weights (online, local path, offline cache): docs/clip.md.
+The names CoOp-style trainers call, with OpenAI's signatures and behaviour: `_MODELS`,
+`_download`, `available_models`, `load`, `build_model`, `tokenize`. How to provide weights
+(online, local path, offline cache, open_clip checkpoints): docs/clip.md.
 """
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -16,7 +19,16 @@ import zipfile
 import torch
 from tqdm import tqdm
 
-from .model import build_model
+from .architecture import (
+    ARCHIVE_ATTRIBUTE_KEYS,
+    CLIPWeightsError,
+    find_open_clip_config,
+    infer_dimensions,
+    openai_architecture,
+    read_open_clip_config,
+    resolve_architecture,
+)
+from .model import build_model, convert_weights
 from .simple_tokenizer import SimpleTokenizer
 
 # OpenAI's checkpoints; the second-to-last path component of each URL is the file's SHA256.
@@ -39,9 +51,9 @@ IMAGE_STD = (0.26862954, 0.26130258, 0.27577711)
 _CHUNK_BYTES = 1 << 20
 
 
-class CLIPWeightsError(RuntimeError):
-    """CLIP weights that cannot be used: unknown name, failed download (offline), wrong SHA256,
-    or a file that is not a CLIP checkpoint. The message says which file and what to do."""
+class ContextLengthError(ValueError, RuntimeError):
+    """A text longer than the context length: a RuntimeError as OpenAI's tokenize raises, and a
+    ValueError (bad input)."""
 
 
 def available_models():
@@ -151,20 +163,48 @@ def _is_torchscript_archive(path):
         return any(name.endswith("/constants.pkl") or name == "constants.pkl" for name in archive.namelist())
 
 
+def _is_safetensors(path):
+    """safetensors files start with the length of their JSON header (8 bytes, little endian), then '{'."""
+    with open(path, "rb") as file:
+        head = file.read(9)
+    return len(head) == 9 and head[8:] == b"{" and 0 < int.from_bytes(head[:8], "little") <= os.path.getsize(path)
+
+
+def _read_safetensors(path):
+    try:
+        from safetensors.torch import load_file
+    except ImportError:
+        raise CLIPWeightsError(
+            f"{path} is a safetensors file: install the safetensors package (pip install -r requirements.txt)"
+        ) from None
+    try:
+        return load_file(path, device="cpu")
+    except Exception as error:  # safetensors raises its own error types for damaged files
+        raise CLIPWeightsError(f"{path}: not a readable safetensors file: {error}") from None
+
+
 def read_state_dict(path):
-    """The weights in a checkpoint file: a TorchScript archive (OpenAI's files; only its state
-    dict is read, the TorchScript model is not run) or a torch.save'd state dict, possibly nested
-    under "state_dict" and/or with a "module." prefix (open_clip / DistributedDataParallel)."""
+    """The weights in a checkpoint file, as a state dict.
+
+    Formats: a TorchScript archive (OpenAI's files; only its state dict is read, the TorchScript
+    model is not run), a safetensors file, or a torch.save'd state dict, possibly nested under
+    "state_dict" (open_clip's training checkpoints). A "module." prefix on every key
+    (DistributedDataParallel) is removed.
+    """
     if _is_torchscript_archive(path):
         with warnings.catch_warnings():  # the deprecation concerns running TorchScript; only tensors are read
             warnings.filterwarnings("ignore", message=r".*torch\.jit\.load.* is deprecated", category=FutureWarning)
             return torch.jit.load(path, map_location="cpu").state_dict()
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several types for files it cannot read
-        raise CLIPWeightsError(
-            f"{path}: not a TorchScript archive nor a state dict readable by torch.load(weights_only=True): {error}"
-        ) from None
+    if _is_safetensors(path):
+        checkpoint = _read_safetensors(path)
+    else:
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # torch raises several types for files it cannot read
+            raise CLIPWeightsError(
+                f"{path}: not a TorchScript archive, a safetensors file nor a state dict readable by "
+                f"torch.load(weights_only=True) ({type(error).__name__}: {error})"
+            ) from None
     if isinstance(checkpoint, dict) and isinstance(checkpoint.get("state_dict"), dict):
         checkpoint = checkpoint["state_dict"]
     if not isinstance(checkpoint, dict):
@@ -180,6 +220,38 @@ def read_state_dict(path):
     if checkpoint and all(key.startswith("module.") for key in checkpoint):
         checkpoint = {key[len("module.") :]: value for key, value in checkpoint.items()}
     return checkpoint
+
+
+@contextlib.contextmanager
+def _naming(path):
+    """Prefix the file's path to the CLIPWeightsErrors raised inside (about its state dict)."""
+    try:
+        yield
+    except CLIPWeightsError as error:
+        raise CLIPWeightsError(f"{path}: {error}") from None
+
+
+def build_model_from_file(path, quick_gelu=None, vision_heads=None, text_heads=None):
+    """The CLIP of a checkpoint file (float storage as in the file, CPU, eval mode).
+
+    Its architecture comes from the file's record and the caller (see
+    architecture.resolve_architecture): OpenAI's TorchScript archives are OpenAI's architecture;
+    other files need an open_clip_config.json next to them or the three arguments. Errors are
+    CLIPWeightsError naming the file.
+    """
+    state_dict = read_state_dict(path)
+    with _naming(path):
+        dims = infer_dimensions(state_dict)
+    record, record_name = None, None
+    if all(key in state_dict for key in ARCHIVE_ATTRIBUTE_KEYS):
+        record, record_name = openai_architecture(dims), "OpenAI's TorchScript archive format"
+    elif config_path := find_open_clip_config(path):
+        record, record_name = read_open_clip_config(config_path, dims), config_path
+    with _naming(path):
+        architecture = resolve_architecture(
+            dims, record, record_name, quick_gelu=quick_gelu, vision_heads=vision_heads, text_heads=text_heads
+        )
+        return build_model(state_dict, **architecture)
 
 
 def _convert_image_to_rgb(image):
@@ -202,14 +274,19 @@ def image_transform(resolution):
     )
 
 
-def load(name_or_path, device=None, jit=False, download_root=None, *, vision_heads=None, quick_gelu=True):
-    """(model, preprocess) for a model name (see available_models) or a local checkpoint file.
+def load(
+    name_or_path, device=None, jit=False, download_root=None, *, quick_gelu=None, vision_heads=None, text_heads=None
+):
+    """(model, preprocess) for a model name (see available_models) or a local checkpoint file, as
+    OpenAI's clip.load(jit=False).
 
     A name is downloaded to (or found in) the cache (download_root, else $CLIP_CACHE_DIR, else
     ~/.cache/clip) and its SHA256 verified; a local path is read as is (never hashed or
-    downloaded). device: default "cuda" if available, else "cpu". On CPU the model is float32;
-    elsewhere it keeps the checkpoint's storage (OpenAI's: fp16 matmul weights). jit=True is not
-    supported. vision_heads / quick_gelu: see model.CLIP (some open_clip checkpoints need them).
+    downloaded). device: default "cuda" if available, else "cpu". On the CPU the model is
+    float32; on other devices it has OpenAI's mixed fp16 storage (convert_weights). jit=True is
+    not supported. quick_gelu / vision_heads / text_heads: the architecture facts that weights do
+    not record, for files that do not record them either (see build_model_from_file); None =
+    from the file.
     """
     if jit:
         raise ValueError(
@@ -226,10 +303,9 @@ def load(name_or_path, device=None, jit=False, download_root=None, *, vision_hea
             f"nor an existing checkpoint file"
         )
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model = build_model(read_state_dict(path), vision_heads=vision_heads, quick_gelu=quick_gelu).to(device)
-    if device.type == "cpu":
-        model.float()
-    return model, image_transform(model.visual.input_resolution)
+    model = build_model_from_file(path, quick_gelu=quick_gelu, vision_heads=vision_heads, text_heads=text_heads)
+    model = model.float() if device.type == "cpu" else convert_weights(model.float(), torch.float16)
+    return model.to(device), image_transform(model.visual.input_resolution)
 
 
 @functools.lru_cache(maxsize=1)
@@ -239,9 +315,12 @@ def _default_tokenizer():
 
 def tokenize(texts, context_length=77, truncate=False):
     """texts (a string or a list of strings) -> LongTensor (N, context_length) of token ids:
-    start-of-text, the text's tokens, end-of-text, zero padding. A text longer than
-    context_length tokens (start and end included) raises ValueError, or with truncate=True is
-    cut to context_length tokens whose last one is end-of-text."""
+    start-of-text, the text's tokens, end-of-text, zero padding.
+
+    A text longer than context_length tokens (start and end included) raises ContextLengthError
+    (a RuntimeError as OpenAI's, and a ValueError), or with truncate=True is cut to
+    context_length tokens whose last one is end-of-text. As in OpenAI's, "<|startoftext|>" and
+    "<|endoftext|>" in a text are those tokens."""
     tokenizer = _default_tokenizer()
     if isinstance(texts, str):
         texts = [texts]
@@ -250,7 +329,7 @@ def tokenize(texts, context_length=77, truncate=False):
         tokens = [tokenizer.sot_token_id, *tokenizer.encode(text), tokenizer.eot_token_id]
         if len(tokens) > context_length:
             if not truncate:
-                raise ValueError(
+                raise ContextLengthError(
                     f"Input text {text!r} is {len(tokens)} tokens long (start and end of "
                     f"text included), more than context_length={context_length}; shorten it "
                     f"or pass truncate=True"

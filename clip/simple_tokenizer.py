@@ -1,11 +1,12 @@
 """CLIP's byte-level BPE tokenizer (49,408 tokens), written from the published format.
 
-A text becomes token ids in four steps:
-1. clean: a subset of ftfy's `fix_text` (see `fix_text`), HTML entities unescaped twice, runs of
-   whitespace collapsed to one space, lower-cased;
-2. split into words: English contractions ('s 't 're 've 'm 'll 'd), runs of letters, single
-   digits/numerals, runs of anything else; spaces separate words. As in open_clip (and unlike
-   OpenAI's original), a literal "<|endoftext|>" in the text is ordinary text, not a control token;
+A text becomes token ids in four steps, as in OpenAI's tokenizer:
+1. clean: ftfy.fix_text (mojibake such as "Ã©tÃ©" repaired, ligatures split, fullwidth forms
+   and curly quotes normalised, control characters removed, NFC), HTML entities unescaped twice
+   ("&amp;amp;" -> "&"), runs of whitespace collapsed to one space, lower-cased;
+2. split into words with `regex` (Unicode classes): the special tokens "<|startoftext|>" and
+   "<|endoftext|>", English contractions ('s 't 're 've 'm 'll 'd), runs of letters, single
+   numerals, runs of anything else; spaces only separate words;
 3. each word's UTF-8 bytes are spelled with one printable character per byte and the last
    character is marked as word-final ("</w>");
 4. merge adjacent symbols by the ranked merge list of the vocabulary file until no ranked pair
@@ -18,148 +19,48 @@ import functools
 import gzip
 import html
 import os
-import re
-import unicodedata
+
+import ftfy
+import regex
 
 DEFAULT_BPE_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bpe_simple_vocab_16e6.txt.gz")
 
 START_OF_TEXT = "<|startoftext|>"
 END_OF_TEXT = "<|endoftext|>"
-_CONTRACTIONS = ("'s", "'t", "'re", "'ve", "'m", "'ll", "'d")
 _WORD_END = "</w>"
 # The vocabulary: 256 byte symbols, the same 256 as word-final symbols, the first
 # _NUM_MERGES merges of the file, then the two special tokens: 512 + 48,894 + 2 = 49,408.
 _NUM_MERGES = 49152 - 256 - 2
 
-# --- The part of ftfy's fix_text that can be reproduced without ftfy -------------------------
-# ftfy is not a dependency. Reproduced below (checked against ftfy in tests/test_clip_tokenizer.py):
-# ANSI terminal escapes removed, C1 controls read as Windows-1252, Latin ligatures split,
-# fullwidth/halfwidth forms normalised, curly quotes straightened, line breaks unified, lone
-# surrogates replaced, invisible control characters removed, NFC. Not reproduced: mojibake repair (e.g. "cafÃ©"),
-# and ftfy's own extra HTML unescaping (upper-case entities such as "&EACUTE;", and a third
-# round of unescaping when the text contains no "<").
-_TERMINAL_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-_LIGATURES = str.maketrans(
-    {
-        "Ĳ": "IJ",
-        "ĳ": "ij",
-        "ŉ": "'n",
-        "Ǆ": "DŽ",
-        "ǅ": "Dž",
-        "ǆ": "dž",
-        "Ǉ": "LJ",
-        "ǈ": "Lj",
-        "ǉ": "lj",
-        "Ǌ": "NJ",
-        "ǋ": "Nj",
-        "ǌ": "nj",
-        "Ǳ": "DZ",
-        "ǲ": "Dz",
-        "ǳ": "dz",
-        "ﬀ": "ff",
-        "ﬁ": "fi",
-        "ﬂ": "fl",
-        "ﬃ": "ffi",
-        "ﬄ": "ffl",
-        "ﬅ": "ſt",
-        "ﬆ": "st",
-    }
+# Alternatives in priority order; IGNORECASE as OpenAI's pattern (the text is lower-cased anyway).
+WORD_PATTERN = regex.compile(
+    "|".join(
+        [
+            regex.escape(START_OF_TEXT),
+            regex.escape(END_OF_TEXT),
+            "'s|'t|'re|'ve|'m|'ll|'d",
+            r"\p{L}+",  # a run of letters
+            r"\p{N}",  # one numeral
+            r"[^\s\p{L}\p{N}]+",  # a run of anything else
+        ]
+    ),
+    regex.IGNORECASE,
 )
-_CURLY_QUOTES = str.maketrans(
-    {
-        "\u2018": "'",
-        "\u2019": "'",
-        "\u201a": "'",
-        "\u201b": "'",
-        "\u02bc": "'",
-        "\u201c": '"',
-        "\u201d": '"',
-        "\u201e": '"',
-        "\u201f": '"',
-    }
-)
-# Fullwidth and halfwidth forms (U+FF01..U+FFEE) and the ideographic space take their NFKC form.
-_WIDTH_FORMS = re.compile("[\u3000\uff01-\uffee]")
-# C0 controls other than tab, newlines, form feed (whitespace clean-up handles those), DEL,
-# deprecated format characters, the byte-order mark and interlinear annotation characters.
-_INVISIBLE_CONTROLS = re.compile("[\x00-\x08\x0b\x0e-\x1f\x7f\u206a-\u206f\ufeff\ufff9-\ufffc]")
-_C1_CONTROLS = re.compile("[\x80-\x9f]")
-_LINE_BREAKS = re.compile("\r\n?|[\u2028\u2029]")
-
-
-def _c1_as_windows_1252(match):
-    """A C1 control character read as the Windows-1252 byte it most likely was ('\\x85' -> '…')."""
-    try:
-        return bytes([ord(match.group())]).decode("cp1252")
-    except UnicodeDecodeError:  # the five bytes Windows-1252 leaves undefined stay as they are
-        return match.group()
-
-
-def _join_surrogates(text):
-    """Surrogate pairs become the character they encode; lone surrogates become U+FFFD."""
-    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
-
-
-def fix_text(text):
-    """The reproducible subset of ftfy.fix_text (see the comment above)."""
-    text = _TERMINAL_ESCAPE.sub("", text)
-    text = _C1_CONTROLS.sub(_c1_as_windows_1252, text)
-    text = text.translate(_LIGATURES)
-    text = _WIDTH_FORMS.sub(lambda match: unicodedata.normalize("NFKC", match.group()), text)
-    text = text.translate(_CURLY_QUOTES)
-    text = _LINE_BREAKS.sub("\n", text)
-    text = _join_surrogates(text)
-    text = _INVISIBLE_CONTROLS.sub("", text)
-    return unicodedata.normalize("NFC", text)
 
 
 def basic_clean(text):
-    """fix_text, then HTML entities unescaped twice (as CLIP does: "&amp;amp;" -> "&"), stripped."""
-    return html.unescape(html.unescape(fix_text(text))).strip()
+    """ftfy.fix_text, then HTML entities unescaped twice (as CLIP does: "&amp;amp;" -> "&"), stripped."""
+    return html.unescape(html.unescape(ftfy.fix_text(text))).strip()
 
 
 def whitespace_clean(text):
-    """Every run of whitespace (any Unicode space, tab or newline) becomes one space."""
-    return " ".join(text.split())
-
-
-# --- Splitting a cleaned text into words -----------------------------------------------------
-def _kind(char):
-    """'letter' (Unicode L*), 'number' (N*), 'space' or 'other' (marks, punctuation, symbols...)."""
-    category = unicodedata.category(char)[0]
-    if category == "L":
-        return "letter"
-    if category == "N":
-        return "number"
-    return "space" if char.isspace() else "other"
+    """Every run of whitespace (any Unicode space, tab or newline) becomes one space; stripped."""
+    return regex.sub(r"\s+", " ", text).strip()
 
 
 def split_words(text):
-    """Split cleaned, lower-cased text into the words that BPE encodes separately.
-
-    At each position the first rule that applies wins: a contraction, a run of
-    letters, ONE number character, a run of characters that are neither letters, numbers nor
-    spaces (a run may contain apostrophes: "!'s" -> "!'", "s"). Spaces only separate words.
-    """
-    words = []
-    start = 0
-    while start < len(text):
-        kind = _kind(text[start])
-        contraction = next((token for token in _CONTRACTIONS if text.startswith(token, start)), None)
-        if contraction is not None:
-            end = start + len(contraction)
-        elif kind == "space":
-            start += 1
-            continue
-        elif kind == "number":
-            end = start + 1
-        else:  # letters and "other" characters form maximal runs of their kind
-            end = start + 1
-            while end < len(text) and _kind(text[end]) == kind:
-                end += 1
-        words.append(text[start:end])
-        start = end
-    return words
+    """Cleaned, lower-cased text -> the words that BPE encodes separately (see WORD_PATTERN)."""
+    return WORD_PATTERN.findall(text)
 
 
 # --- Byte-level BPE ------------------------------------------------------------------------
@@ -193,7 +94,8 @@ def read_merges(bpe_path):
 
 
 class SimpleTokenizer:
-    """CLIP's tokenizer: `encode(text) -> ids` (no SOS/EOT), `decode(ids) -> text`."""
+    """CLIP's tokenizer: `encode(text) -> ids` (no SOS/EOT), `decode(ids) -> text`, with the
+    attributes of OpenAI's (encoder, decoder, byte_encoder, byte_decoder, bpe_ranks, cache, pat)."""
 
     def __init__(self, bpe_path=DEFAULT_BPE_PATH):
         merges = read_merges(bpe_path)
@@ -207,20 +109,23 @@ class SimpleTokenizer:
         ]
         self.encoder = {token: index for index, token in enumerate(vocabulary)}
         self.decoder = dict(enumerate(vocabulary))
-        self.merge_ranks = {merge: rank for rank, merge in enumerate(merges)}
+        self.bpe_ranks = {merge: rank for rank, merge in enumerate(merges)}
+        self.byte_encoder = byte_symbols()
         self.byte_decoder = {symbol: byte for byte, symbol in byte_symbols().items()}
         self.sot_token_id = self.encoder[START_OF_TEXT]
         self.eot_token_id = self.encoder[END_OF_TEXT]
-        self._word_cache = {}
+        self.pat = WORD_PATTERN
+        self.cache = {START_OF_TEXT: START_OF_TEXT, END_OF_TEXT: END_OF_TEXT}  # word -> its tokens, space-separated
 
     def bpe(self, word):
-        """A word (already spelled in byte symbols) -> its list of vocabulary tokens."""
-        if word in self._word_cache:
-            return self._word_cache[word]
+        """A word (spelled in byte symbols, or a special token) -> its vocabulary tokens, separated
+        by spaces (as OpenAI's)."""
+        if word in self.cache:
+            return self.cache[word]
         symbols = [*word[:-1], word[-1] + _WORD_END]
         while len(symbols) > 1:
-            best = min(zip(symbols, symbols[1:]), key=lambda pair: self.merge_ranks.get(pair, float("inf")))
-            if best not in self.merge_ranks:
+            best = min(zip(symbols, symbols[1:]), key=lambda pair: self.bpe_ranks.get(pair, float("inf")))
+            if best not in self.bpe_ranks:
                 break
             merged = []
             index = 0
@@ -232,16 +137,16 @@ class SimpleTokenizer:
                     merged.append(symbols[index])
                     index += 1
             symbols = merged
-        self._word_cache[word] = symbols
-        return symbols
+        self.cache[word] = " ".join(symbols)
+        return self.cache[word]
 
     def encode(self, text):
         """text -> list of token ids, without the start/end-of-text tokens."""
-        spell = byte_symbols()
         ids = []
         for word in split_words(whitespace_clean(basic_clean(text)).lower()):
-            spelled = "".join(spell[byte] for byte in word.encode("utf-8"))
-            ids.extend(self.encoder[token] for token in self.bpe(spelled))
+            if word not in (START_OF_TEXT, END_OF_TEXT):  # those are tokens as they are
+                word = "".join(self.byte_encoder[byte] for byte in word.encode("utf-8"))
+            ids.extend(self.encoder[token] for token in self.bpe(word).split(" "))
         return ids
 
     def decode(self, ids):

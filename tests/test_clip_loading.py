@@ -1,10 +1,12 @@
-"""clip/clip.py: loading checkpoints (TorchScript archives, state-dict files, cache by name),
-SHA256 verification and its cache, the offline error, preprocessing. No network: urlopen is
-replaced by fakes."""
+"""clip/clip.py: loading checkpoints (TorchScript archives, state-dict files, cache by name), the
+architecture record that plain files need, precision by device, SHA256 verification and its
+cache, the offline error, preprocessing. No network: urlopen is replaced by fakes. open_clip's
+own checkpoint files: test_clip_open_clip.py."""
 
 import hashlib
 import io
 import os
+import re
 import urllib.error
 import urllib.request
 
@@ -20,7 +22,7 @@ from tests.tiny_clip import save_tiny_clip
 def assert_holds(model, state_dict):
     loaded = model.state_dict()
     assert set(loaded) == set(state_dict)
-    assert all(torch.equal(loaded[key], value) for key, value in state_dict.items())
+    assert all(torch.equal(loaded[key], value) for key, value in state_dict.items())  # copies, no arithmetic
 
 
 @pytest.mark.parametrize("resnet", [False, True], ids=["vit", "resnet"])
@@ -82,7 +84,7 @@ def test_bad_arguments_and_files_are_reported(tmp_path):
         clip.load("ViT-Q/99")
     not_a_checkpoint = tmp_path / "notes.pt"
     not_a_checkpoint.write_text("hello")
-    with pytest.raises(clip.CLIPWeightsError, match="notes.pt: not a TorchScript archive nor a state dict"):
+    with pytest.raises(clip.CLIPWeightsError, match="notes.pt: not a TorchScript archive, a safetensors file nor a"):
         clip.load(str(not_a_checkpoint))
     optimizer_only = tmp_path / "optimizer.pt"
     torch.save({"lr": 0.1, "step": 3}, optimizer_only)
@@ -90,6 +92,75 @@ def test_bad_arguments_and_files_are_reported(tmp_path):
         clip.CLIPWeightsError, match=r"optimizer.pt: expected a state dict .* got dict with keys \['lr', 'step'\]"
     ):
         clip.load(str(optimizer_only))
+
+
+def test_a_state_dict_that_is_not_clip_names_the_file_and_what_is_missing(tmp_path):
+    path = tmp_path / "resnet18.pth"
+    torch.save({"conv1.weight": torch.zeros(4, 3, 7, 7), "fc.weight": torch.zeros(10, 4)}, path)
+    with pytest.raises(
+        clip.CLIPWeightsError,
+        match=rf"^{re.escape(str(path))}: not a CLIP state dict in OpenAI's layout: no 'text_projection' "
+        r"\(keys found: conv1.weight, fc.weight\)$",
+    ):
+        clip.load(str(path), device="cpu")
+    # A prompt-learner checkpoint given as the backbone by mistake: nested, other keys.
+    learner = tmp_path / "model.pth.tar-5"
+    torch.save({"state_dict": {"ctx": torch.zeros(4, 64)}, "epoch": 5, "optimizer": {"state": {}}}, learner)
+    with pytest.raises(
+        clip.CLIPWeightsError, match=rf"^{re.escape(str(learner))}: not a CLIP state dict .* no 'text_projection'"
+    ):
+        clip.load(str(learner), device="cpu")
+
+
+def test_plain_state_dict_without_a_record_needs_the_architecture(tmp_path):
+    path = str(tmp_path / "weights.pt")
+    state_dict = save_tiny_clip(path, record=False)
+    with pytest.raises(clip.CLIPWeightsError) as error:
+        clip.load(path, device="cpu")
+    message = str(error.value)
+    assert message.startswith(f"{path}: the weights do not record the activation, the vision heads, the text heads")
+    for key in ("MODEL.BACKBONE.ACTIVATION", "MODEL.BACKBONE.VISION_HEADS", "MODEL.BACKBONE.TEXT_HEADS"):
+        assert key in message
+    assert "open_clip_config.json" in message and "clip.load: quick_gelu=, vision_heads=, text_heads=" in message
+    with pytest.raises(clip.CLIPWeightsError, match="do not record the text heads and no open_clip_config.json"):
+        clip.load(path, device="cpu", quick_gelu=True, vision_heads=1)
+    model, _ = clip.load(path, device="cpu", quick_gelu=True, vision_heads=1, text_heads=1)
+    assert_holds(model, state_dict)
+
+
+def test_a_setting_that_contradicts_the_file_is_an_error(tmp_path):
+    archive = str(tmp_path / "archive.pt")
+    save_tiny_clip(archive, jit=True)
+    with pytest.raises(
+        clip.CLIPWeightsError,
+        match=r"MODEL.BACKBONE.ACTIVATION \(clip.load's quick_gelu\) gives gelu, but OpenAI's TorchScript archive "
+        r"format says quick_gelu",
+    ):
+        clip.load(archive, device="cpu", quick_gelu=False)
+    assert clip.load(archive, device="cpu", quick_gelu=True, vision_heads=1, text_heads=1)[0] is not None  # agrees
+    recorded = tmp_path / "recorded"
+    recorded.mkdir()
+    save_tiny_clip(str(recorded / "weights.pt"))
+    with pytest.raises(
+        clip.CLIPWeightsError, match=r"VISION_HEADS \(clip.load's vision_heads\) gives 2, but .*json says 1"
+    ):
+        clip.load(str(recorded / "weights.pt"), device="cpu", vision_heads=2)
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["state_dict", "archive"])
+def test_non_cpu_devices_get_openai_mixed_fp16_storage(tmp_path, jit):
+    """As OpenAI's clip.load(jit=False) on CUDA, checked on the meta device (no GPU needed):
+    fp16 matmul weights and projections, fp32 norms, embeddings and logit scale."""
+    path = str(tmp_path / "tiny.pt")
+    save_tiny_clip(path, jit=jit)
+    model, _ = clip.load(path, device="meta")
+    dtypes = {key: value.dtype for key, value in model.state_dict().items()}
+    assert {value.device.type for value in model.state_dict().values()} == {"meta"}
+    assert model.dtype == torch.float16
+    for key in ("visual.conv1.weight", "visual.proj", "text_projection", "transformer.resblocks.0.attn.in_proj_bias"):
+        assert dtypes[key] == torch.float16, key
+    for key in ("ln_final.weight", "token_embedding.weight", "positional_embedding", "logit_scale"):
+        assert dtypes[key] == torch.float32, key
 
 
 def test_model_names_are_openai_checkpoints_with_their_sha256():

@@ -13,8 +13,8 @@ from dassl.config import (
     merge_config_opts,
 )
 
-# Every key of Dassl.pytorch v0.6.3's default tree with its default, plus the project's MODEL.BACKBONE.PATH and
-# TRAIN.RESUME_CHANGED_CONFIG.
+# Every key of Dassl.pytorch v0.6.3's default tree with its default, plus the project's MODEL.BACKBONE.PATH,
+# ACTIVATION, VISION_HEADS, TEXT_HEADS and TRAIN.RESUME_CHANGED_CONFIG.
 SPEC_DEFAULTS = {
     "VERSION": 1,
     "OUTPUT_DIR": "./output",
@@ -71,6 +71,9 @@ SPEC_DEFAULTS = {
     "MODEL.INIT_WEIGHTS": "",
     "MODEL.BACKBONE.NAME": "",
     "MODEL.BACKBONE.PATH": "",
+    "MODEL.BACKBONE.ACTIVATION": "",
+    "MODEL.BACKBONE.VISION_HEADS": 0,
+    "MODEL.BACKBONE.TEXT_HEADS": 0,
     "MODEL.BACKBONE.PRETRAINED": True,
     "MODEL.HEAD.NAME": "",
     "MODEL.HEAD.HIDDEN_LAYERS": (),

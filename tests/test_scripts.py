@@ -389,7 +389,7 @@ def test_killed_training_resumes_into_a_new_log_and_counts_once_finished(demo, e
 
 
 def test_reproduce_checks_methods_and_protocols_first(env):
-    available = "ALIGN CoCoOp CoOp ZeroshotCLIP ZeroshotCLIP2"
+    available = "ALIGN CoCoOp CoOp IVLP LanguagePrompting MaPLe VPT ZeroshotCLIP ZeroshotCLIP2"
     output = run_script("reproduce.sh", "base2new", "ZeroshotCLIP NoSuchMethod", "toy_shapes", env=env, expect=2)
     assert output.startswith(f"Error: unknown method 'NoSuchMethod' (or not available yet); available: {available}")
     output = run_script("reproduce.sh", "fewshot", "ALIGN zsclip", "toy_shapes", env=env, expect=2)

@@ -3,11 +3,13 @@
 The state dicts load through the same `clip.build_model` / `clip.load` path as real weights.
 """
 
+import json
+import os
 import warnings
 
 import torch
 
-from clip.model import CLIP, build_model
+from clip.model import CLIP, build_model, infer_dimensions
 
 TINY_TEXT_DIMS = dict(context_length=77, vocab_size=49408, transformer_width=64, transformer_layers=2)
 
@@ -76,17 +78,50 @@ def tiny_resnet_state_dict(
     )
 
 
-def save_tiny_clip(path, jit=False, resnet=False, seed=0, **dims):
+def open_clip_config(state_dict, quick_gelu=True, vision_head_width=64, text_heads=None):
+    """The open_clip_config.json content ({"model_cfg": ...}, as open_clip's Hugging Face repositories
+    ship it) of a state dict in OpenAI's layout; defaults: OpenAI's architecture."""
+    dims = infer_dimensions(state_dict)
+    resnet = isinstance(dims["vision_layers"], tuple)
+    vision_cfg = dict(
+        image_size=dims["image_resolution"],
+        layers=list(dims["vision_layers"]) if resnet else dims["vision_layers"],
+        width=dims["vision_width"],
+        head_width=vision_head_width,
+    )
+    if not resnet:
+        vision_cfg["patch_size"] = dims["vision_patch_size"]
+    text_cfg = dict(
+        context_length=dims["context_length"],
+        vocab_size=dims["vocab_size"],
+        width=dims["transformer_width"],
+        heads=text_heads or dims["transformer_width"] // 64,
+        layers=dims["transformer_layers"],
+    )
+    model_cfg = dict(embed_dim=dims["embed_dim"], quick_gelu=quick_gelu, vision_cfg=vision_cfg, text_cfg=text_cfg)
+    return {"model_cfg": model_cfg, "preprocess_cfg": {}}
+
+
+def write_open_clip_config(folder, content):
+    with open(os.path.join(folder, "open_clip_config.json"), "w") as file:
+        json.dump(content, file, indent=2)
+
+
+def save_tiny_clip(path, jit=False, resnet=False, seed=0, record=True, **dims):
     """Write a tiny CLIP checkpoint to `path` and return its state dict.
 
-    jit=False: a torch.save'd state dict. jit=True: a TorchScript archive like OpenAI's, i.e. a
-    traced CLIP (image, text) -> logits whose state dict also holds the archive attributes
-    input_resolution, context_length and vocab_size. resnet selects the image tower; dims go to
-    tiny_vit_state_dict / tiny_resnet_state_dict.
+    jit=False: a torch.save'd state dict, with (record=True) an open_clip_config.json next to it
+    that records its architecture (OpenAI's: QuickGELU, 64-wide heads), which plain state dicts
+    need. jit=True: a TorchScript archive like OpenAI's, i.e. a traced CLIP (image, text) ->
+    logits whose state dict also holds the archive attributes input_resolution, context_length
+    and vocab_size. resnet selects the image tower; dims go to tiny_vit_state_dict /
+    tiny_resnet_state_dict.
     """
     state_dict = (tiny_resnet_state_dict if resnet else tiny_vit_state_dict)(seed=seed, **dims)
     if not jit:
         torch.save(state_dict, path)
+        if record:
+            write_open_clip_config(os.path.dirname(os.path.abspath(path)), open_clip_config(state_dict))
         return state_dict
     model = build_model(state_dict)
     archive_attributes = dict(

@@ -10,11 +10,9 @@ Behaviour of the official code (docs/method.md). Three parts:
   trainer, on the shared ``PromptTrainer``.
 """
 
-import copy
 from dataclasses import dataclass
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
@@ -23,8 +21,9 @@ from dassl.engine import TRAINER_REGISTRY
 from dassl.engine.precision import SUPPORTED_PRECISIONS
 
 from .base import PromptTrainer
+from .deep_prompts import MAX_INIT_WORDS_CONTEXT, CoupledPromptLearner, context_prefix
 from .ot import OTNumericalError, OTSettings, OTSettingsError, hierarchical_ot_logits
-from .prompting import PromptedCLIP, class_sentences, random_context, register_sentence_buffers, word_context
+from .prompting import PromptedCLIP
 
 TEXT_TOKEN_MODES = ("reference", "per_prompt")
 
@@ -143,81 +142,34 @@ def prompt_prefixes(ctx_init, n_ctx, n_prompts):
     "X X ..." (n_ctx X's) for a random prompt; init_words[t] is True where ctx[t] is initialised
     from the piece's first n_ctx word embeddings. An empty or blank piece gives a random prompt.
     """
-    pieces = ctx_init.split("\t") if (ctx_init and n_ctx <= 4) else []
-    prefixes, init_words = [], []
-    for t in range(n_prompts):
-        piece = pieces[t].replace("_", " ").strip() if t < len(pieces) else ""
-        prefixes.append(piece if piece else " ".join(["X"] * n_ctx))
-        init_words.append(bool(piece))
-    return prefixes, init_words
+    pieces = ctx_init.split("\t") if (ctx_init and n_ctx <= MAX_INIT_WORDS_CONTEXT) else []
+    starts = [context_prefix(pieces[t] if t < len(pieces) else "", n_ctx) for t in range(n_prompts)]
+    return [prefix for prefix, _ in starts], [from_words for _, from_words in starts]
 
 
-class MultiModalPromptLearner(nn.Module):
-    """T textual prompts, shallow and deep, and their visual images (V == T).
+class MultiModalPromptLearner(CoupledPromptLearner):
+    """T textual prompts, shallow and deep, and their visual images (V == T): MaPLe's coupled
+    learner with a prompt dimension.
 
     Learned tensors (the official names, so official checkpoints load), with d_t / d_v the
-    backbone's text / vision widths:
-        ctx: (T, n_ctx, d_t) shallow text prompts, in the CLIP's dtype.
-        proj: Linear(d_t -> d_v), in the CLIP's dtype; shallow visual prompts are proj(ctx).
-        compound_prompts_text: J-1 tensors (T, n_ctx, d_t) float32, deep text prompts of blocks 1..J-1.
-        compound_prompt_projections: J-1 Linear(d_t -> d_v) float32, the deep visual prompts'
-            maps. They start as copies of ONE initialised Linear (identical weights and biases),
-            as the official learner's.
-    Dtypes are the official learner's: under PREC fp16 (float16 CLIP) ``ctx`` and ``proj`` are
-    float16 and train in half precision, while the deep prompts and their maps stay float32
-    (cast to the towers' dtype where they are written); other precisions store all in float32.
-    Class-dependent inputs (tokenised sentences and their frozen embeddings) are non-persistent
-    buffers set by ``set_classnames``.
+    backbone's text / vision widths: ``ctx`` (T, n_ctx, d_t) and ``proj`` Linear(d_t -> d_v) in the
+    CLIP's dtype; ``compound_prompts_text`` J-1 x (T, n_ctx, d_t) and
+    ``compound_prompt_projections`` J-1 x Linear(d_t -> d_v) in float32, the projections starting
+    as copies of one Linear. See ``CoupledPromptLearner`` for the dtypes under each precision.
     """
 
     def __init__(self, settings, classnames, clip_model):
-        super().__init__()
-        n_ctx, n_prompts, depth = settings.n_ctx, settings.n_prompts, settings.depth
-        n_layers = len(clip_model.transformer.resblocks)
-        if depth > n_layers:
-            raise ConfigError(f"TEXT_PROMPT_DEPTH = {depth} exceeds the {n_layers} transformer blocks of the backbone")
-        dtype = clip_model.dtype
-        d_text = clip_model.ln_final.weight.shape[0]
-        d_vision = clip_model.visual.conv1.weight.shape[0]
-        self.n_ctx = n_ctx
-        self.n_prompts = n_prompts
-        self.prefixes, init_words = prompt_prefixes(settings.ctx_init, n_ctx, n_prompts)
-
-        ctx = random_context(n_prompts, n_ctx, d_text, dtype=dtype)
-        for t, from_words in enumerate(init_words):
-            if from_words:
-                ctx[t] = word_context(clip_model, self.prefixes[t], n_ctx).to(dtype)
-        self.ctx = nn.Parameter(ctx)
-        self.proj = nn.Linear(d_text, d_vision).to(dtype)
-        self.compound_prompts_text = nn.ParameterList(
-            [nn.Parameter(random_context(n_prompts, n_ctx, d_text)) for _ in range(depth - 1)]
+        prefixes, init_words = prompt_prefixes(settings.ctx_init, settings.n_ctx, settings.n_prompts)
+        super().__init__(
+            clip_model,
+            classnames,
+            prefixes,
+            init_words,
+            settings.n_ctx,
+            settings.depth,
+            depth_key="TEXT_PROMPT_DEPTH",
+            stacked=True,
         )
-        projection = nn.Linear(d_text, d_vision)
-        self.compound_prompt_projections = nn.ModuleList([copy.deepcopy(projection) for _ in range(depth - 1)])
-        self.set_classnames(classnames, clip_model)
-
-    def set_classnames(self, classnames, clip_model):
-        """Buffers for "{prefix_t} {class}." of every class and prompt (row = c*T + t):
-        ``tokenized`` (C*T, L), ``token_prefix`` (C*T, 1, d_t), ``token_suffix`` (C*T, L-1-n_ctx, d_t)."""
-        self.n_classes = len(classnames)
-        register_sentence_buffers(self, clip_model, class_sentences(classnames, self.prefixes), self.n_ctx)
-
-    def text_inputs(self):
-        """Prompted text embeddings (C*T, L, d_t) and deep text prompts, J-1 x (C*T, n_ctx, d_t)."""
-        rows = self.n_classes  # repeat(C, 1, 1) puts prompt t at row c*T + t
-        ctx = self.ctx.repeat(rows, 1, 1)
-        embeddings = torch.cat([self.token_prefix, ctx, self.token_suffix], dim=1)
-        deep = [prompt.repeat(rows, 1, 1) for prompt in self.compound_prompts_text]
-        return embeddings, deep
-
-    def vision_prompts(self, n_images):
-        """Shallow (B*V, n_ctx, d_v) and deep (J-1 x (B*V, n_ctx, d_v)) visual prompts, row b*V + v."""
-        shallow = self.proj(self.ctx).repeat(n_images, 1, 1)
-        deep = [
-            layer(prompt).repeat(n_images, 1, 1)
-            for layer, prompt in zip(self.compound_prompt_projections, self.compound_prompts_text)
-        ]
-        return shallow, deep
 
 
 @dataclass

@@ -4,21 +4,41 @@ import clip
 from clip.model import convert_weights
 from dassl.config import ConfigError
 
+# MODEL.BACKBONE.ACTIVATION -> clip.load's quick_gelu ("" = as the checkpoint file records it).
+ACTIVATIONS = {"": None, "quick_gelu": True, "gelu": False}
+
 
 def load_clip_to_cpu(cfg):
     """Build the CLIP of ``MODEL.BACKBONE`` on the CPU, in float32, in eval mode.
 
-    ``MODEL.BACKBONE.PATH`` (a local file: OpenAI TorchScript archive or a plain OpenAI-layout
-    state dict) wins over ``MODEL.BACKBONE.NAME`` (an OpenAI model name, downloaded once into the
-    CLIP cache; see docs/clip.md). Trainers move the model to their device and precision.
+    ``MODEL.BACKBONE.PATH`` (a local file: OpenAI TorchScript archive, open_clip checkpoint or
+    other state dict, see docs/clip.md) wins over ``MODEL.BACKBONE.NAME`` (an OpenAI model name,
+    downloaded once into the CLIP cache). For files that do not record their architecture,
+    ``MODEL.BACKBONE.ACTIVATION``, ``VISION_HEADS`` and ``TEXT_HEADS`` give it. Trainers move
+    the model to their device and precision.
     """
-    source = cfg.MODEL.BACKBONE.PATH or cfg.MODEL.BACKBONE.NAME
+    backbone = cfg.MODEL.BACKBONE
+    source = backbone.PATH or backbone.NAME
     if not source:
         raise ConfigError(
             "No CLIP backbone given: set MODEL.BACKBONE.NAME (e.g. ViT-B/16, via --backbone or the "
             "method config) or MODEL.BACKBONE.PATH (a local checkpoint file)"
         )
-    model, _ = clip.load(source, device="cpu")
+    if backbone.ACTIVATION not in ACTIVATIONS:
+        raise ConfigError(
+            f"MODEL.BACKBONE.ACTIVATION = {backbone.ACTIVATION!r} is invalid: use quick_gelu, gelu, "
+            f"or '' (as the checkpoint file records it)"
+        )
+    for key in ("VISION_HEADS", "TEXT_HEADS"):
+        if backbone[key] < 0:
+            raise ConfigError(f"MODEL.BACKBONE.{key} = {backbone[key]} is invalid: a head count, or 0 (from the file)")
+    model, _ = clip.load(
+        source,
+        device="cpu",
+        quick_gelu=ACTIVATIONS[backbone.ACTIVATION],
+        vision_heads=backbone.VISION_HEADS or None,
+        text_heads=backbone.TEXT_HEADS or None,
+    )
     return model.float().eval()
 
 

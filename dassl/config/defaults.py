@@ -119,6 +119,12 @@ _C.MODEL.BACKBONE = CN()
 _C.MODEL.BACKBONE.NAME = ""
 # Local weights file for the backbone; empty: load by MODEL.BACKBONE.NAME (a project addition).
 _C.MODEL.BACKBONE.PATH = ""
+# CLIP files that do not record their architecture (plain state dicts without open_clip_config.json,
+# docs/clip.md): the activation ("" = from the file, quick_gelu or gelu) and the attention heads of
+# the vision and text towers (0 = from the file). Project additions.
+_C.MODEL.BACKBONE.ACTIVATION = ""
+_C.MODEL.BACKBONE.VISION_HEADS = 0
+_C.MODEL.BACKBONE.TEXT_HEADS = 0
 _C.MODEL.BACKBONE.PRETRAINED = True
 # Head of Dassl's SimpleNet (unused by the CLIP trainers).
 _C.MODEL.HEAD = CN()
