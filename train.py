@@ -24,7 +24,6 @@ import sys
 
 import torch
 import torch.distributed as dist
-from yacs.config import CfgNode as CN
 
 import datasets  # noqa: F401  (registers the datasets)
 import trainers  # registers the trainers; adds their config nodes
@@ -113,23 +112,11 @@ def reset_cfg(cfg, args):
 def extend_cfg(cfg):
     """Add the method config nodes (dassl-api §2.3) and DATASET.SUBSAMPLE_CLASSES.
 
-    To add a method, add one more ``cfg.TRAINER.<NAME> = CN()`` block with a comment per key.
+    To add a method, give its module an ``add_config(cfg)`` that adds its ``TRAINER.<NAME>`` node
+    (a comment per key) and list the module in ``trainers.METHOD_MODULES``.
     """
-    # CoOp: learned context words shared by all class prompts.
-    cfg.TRAINER.COOP = CN()
-    cfg.TRAINER.COOP.N_CTX = 16  # context length (learned tokens per prompt)
-    cfg.TRAINER.COOP.CSC = False  # True: one context per class
-    cfg.TRAINER.COOP.CTX_INIT = ""  # words that initialise the context ("" = random)
-    cfg.TRAINER.COOP.PREC = "fp16"  # fp16, fp32, amp or bf16 (dassl.engine.precision)
-    cfg.TRAINER.COOP.CLASS_TOKEN_POSITION = "end"  # class name position: end, middle or front
-
-    # CoCoOp: CoOp context plus an image-conditioned shift.
-    cfg.TRAINER.COCOOP = CN()
-    cfg.TRAINER.COCOOP.N_CTX = 16  # context length
-    cfg.TRAINER.COCOOP.CTX_INIT = ""  # words that initialise the context ("" = random)
-    cfg.TRAINER.COCOOP.PREC = "fp16"  # fp16, fp32, amp or bf16
-
-    # ALIGN (and its official name MMP), MaPLe, IVLP, VPT: each node defined next to its method.
+    # Every method's node is defined next to the method (trainers/<method>.py): ALIGN and MMP,
+    # CoOp (COOP), CoCoOp (COCOOP), MaPLe, IVLP, VPT.
     trainers.add_method_configs(cfg)
 
     cfg.DATASET.SUBSAMPLE_CLASSES = "all"  # all, base or new

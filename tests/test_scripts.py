@@ -389,14 +389,15 @@ def test_killed_training_resumes_into_a_new_log_and_counts_once_finished(demo, e
 
 
 def test_reproduce_checks_methods_and_protocols_first(env):
-    output = run_script("reproduce.sh", "base2new", "ZeroshotCLIP CoOp", "toy_shapes", env=env, expect=2)
-    assert output.startswith("Error: unknown method 'CoOp' (or not available yet); available: ALIGN ZeroshotCLIP")
+    available = "ALIGN CoCoOp CoOp IVLP LanguagePrompting MaPLe VPT ZeroshotCLIP ZeroshotCLIP2"
+    output = run_script("reproduce.sh", "base2new", "ZeroshotCLIP NoSuchMethod", "toy_shapes", env=env, expect=2)
+    assert output.startswith(f"Error: unknown method 'NoSuchMethod' (or not available yet); available: {available}")
     output = run_script("reproduce.sh", "fewshot", "ALIGN zsclip", "toy_shapes", env=env, expect=2)
     assert output.startswith("Error: zsclip has no fewshot scripts (no scripts/zsclip/fewshot.sh)")
     output = run_script("reproduce.sh", "base2new", "ALIGN", "toy_shape", env=env, expect=2)
     assert output.startswith("Error: unknown dataset 'toy_shape' (no configs/datasets/toy_shape.yaml)")
     output = run_script("reproduce.sh", "transfer", "ALIGN", env=env, expect=2)
-    assert "Error: unknown protocol 'transfer'" in output and "methods: ALIGN ZeroshotCLIP" in output
+    assert "Error: unknown protocol 'transfer'" in output and f"methods: {available}" in output
 
 
 def test_reproduce_base2new_prints_the_comparison(demo, env):

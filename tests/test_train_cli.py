@@ -591,7 +591,7 @@ def test_extend_cfg_adds_the_method_nodes():
     train.extend_cfg(cfg)
     t = cfg.TRAINER
     assert dict(t.COOP) == dict(N_CTX=16, CSC=False, CTX_INIT="", PREC="fp16", CLASS_TOKEN_POSITION="end")
-    assert dict(t.COCOOP) == dict(N_CTX=16, CTX_INIT="", PREC="fp16")
+    assert dict(t.COCOOP) == dict(N_CTX=16, CTX_INIT="", PREC="fp16", TEXT_MEMORY_MB=1024.0)
     assert dict(t.MAPLE) == dict(N_CTX=16, CTX_INIT="a photo of a", PREC="fp16", PROMPT_DEPTH=9)
     assert dict(t.IVLP) == dict(
         N_CTX_VISION=2, N_CTX_TEXT=2, CTX_INIT="a photo of a", PREC="fp16", PROMPT_DEPTH_VISION=9, PROMPT_DEPTH_TEXT=9

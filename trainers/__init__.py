@@ -1,7 +1,10 @@
 """Prompt-learning methods on a frozen CLIP; importing this package registers the trainers.
 
 - ``align``: ALIGN (registered as "ALIGN" and, with the official config keys, "MMP").
-- ``zsclip``: zero-shot CLIP ("ZeroshotCLIP"), the baseline of every protocol.
+- ``zsclip``: zero-shot CLIP ("ZeroshotCLIP", and "ZeroshotCLIP2" with a template ensemble), the
+  baseline of every protocol.
+- ``coop`` ("CoOp") and ``cocoop`` ("CoCoOp"): learned text context, without and with an
+  image-conditioned shift.
 - ``maple`` ("MaPLe"), ``ivlp`` ("IVLP", also "language prompting") and ``vpt`` ("VPT"): the
   deep-prompt baselines; ``deep_prompts``: their learned prompt modules (ALIGN's learner is
   MaPLe's coupled one with T prompts).
@@ -15,9 +18,9 @@ A method module that has config keys defines ``add_config(cfg)``, which adds its
 ``TRAINER.<NODE>`` node; ``add_method_configs`` (called by train.py) adds them all.
 """
 
-from . import align, ivlp, maple, vpt, zsclip
+from . import align, cocoop, coop, ivlp, maple, vpt, zsclip
 
-METHOD_MODULES = (align, maple, ivlp, vpt)
+METHOD_MODULES = (align, coop, cocoop, maple, ivlp, vpt)
 
 
 def add_method_configs(cfg):

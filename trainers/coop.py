@@ -1,0 +1,205 @@
+"""CoOp: context optimisation (Zhou et al., "Learning to Prompt for Vision-Language Models", IJCV 2022).
+
+The class prompts read "[ctx] {class}." where the n context vectors ``ctx`` are learned and the
+CLIP is frozen. Behaviour of the official trainer (docs/methods.md):
+
+- ``ctx`` is shared by all classes (n, d_t) or, with ``CSC True``, one per class (C, n, d_t); it
+  is stored in the CLIP's dtype (float16 under PREC fp16, trained in half precision as upstream).
+- ``CTX_INIT`` (words) redefines n as its word count, starts ``ctx`` from the embeddings of its
+  first n tokens and makes the context unified (``CSC`` is then ignored).
+- ``CLASS_TOKEN_POSITION`` puts the class name at the end, in the middle, or at the front.
+
+Parts: ``context_from_config`` (shared with CoCoOp), ``CoOpPromptLearner`` (the learned tensor and
+the class buffers), ``CoOpCLIP`` (the frozen CLIP with the prompts: logits) and the ``CoOp``
+trainer (registered name "CoOp", checkpoint folder ``prompt_learner``).
+"""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from yacs.config import CfgNode as CN
+
+import clip
+from dassl.config import ConfigError
+from dassl.engine import TRAINER_REGISTRY
+from dassl.engine.precision import SUPPORTED_PRECISIONS
+
+from .base import PromptTrainer
+from .prompting import PromptedCLIP, class_sentences, random_context, register_sentence_buffers, word_context
+
+CLASS_TOKEN_POSITIONS = ("end", "middle", "front")
+
+
+def add_config(cfg):
+    """TRAINER.COOP with the official defaults (ZeroshotCLIP reads its PREC too)."""
+    cfg.TRAINER.COOP = CN()
+    cfg.TRAINER.COOP.N_CTX = 16  # context tokens (ignored when CTX_INIT is set: its word count wins)
+    cfg.TRAINER.COOP.CSC = False  # True: one context per class (ignored when CTX_INIT is set)
+    cfg.TRAINER.COOP.CTX_INIT = ""  # words that initialise the context, e.g. "a photo of a" ("" = random)
+    cfg.TRAINER.COOP.PREC = "fp16"  # fp16 (the official recipe, GPU) | fp32 | amp | bf16; CPU: fp16/amp -> fp32
+    cfg.TRAINER.COOP.CLASS_TOKEN_POSITION = "end"  # where the class name goes: end, middle or front
+
+
+def check_common_keys(node, where):
+    """Validate N_CTX and PREC of a CoOp-style node; raises ConfigError naming the key."""
+    if node.PREC not in SUPPORTED_PRECISIONS:
+        raise ConfigError(f"{where}.PREC = {node.PREC!r} is invalid: expected one of {SUPPORTED_PRECISIONS}")
+    if not node.CTX_INIT.replace("_", " ").strip() and node.N_CTX < 1:
+        raise ConfigError(f"{where}.N_CTX = {node.N_CTX!r} is invalid: expected >= 1 (or words in CTX_INIT)")
+
+
+@dataclass(frozen=True)
+class Context:
+    """How a CoOp-style context starts.
+
+    prefix: the text in front of the class name in the tokenised sentences ("X X ..." or the
+        CTX_INIT words); it reserves the context positions 1..n.
+    n_ctx: n, the number of learned context tokens.
+    words: the initial (n_ctx, d_t) float32 vectors (embeddings of the first n tokens of CTX_INIT),
+        or None for a random start.
+    """
+
+    prefix: str
+    n_ctx: int
+    words: torch.Tensor | None
+
+
+def context_from_config(clip_model, n_ctx, ctx_init):
+    """The official context rule shared by CoOp and CoCoOp.
+
+    With CTX_INIT words (underscores read as spaces), n is their number and the context starts
+    from the embeddings of the first n tokens of the words; a word that splits into several BPE
+    tokens leaves the last tokens as fixed words after the context. Without, n = N_CTX and the
+    sentences read "X X ... {class}." (one placeholder token per context position).
+    """
+    words = ctx_init.replace("_", " ").strip()
+    if not words:
+        return Context(prefix=" ".join(["X"] * n_ctx), n_ctx=n_ctx, words=None)
+    n_words = len(words.split())
+    return Context(prefix=words, n_ctx=n_words, words=word_context(clip_model, words, n_words))
+
+
+def name_lengths(classnames):
+    """BPE length of each class name alone ("_" read as a space): its EOT index minus the SOS."""
+    names = [name.replace("_", " ") for name in classnames]
+    return (clip.tokenize(names).argmax(dim=-1) - 1).tolist()
+
+
+def layout_index(position, n_ctx, lengths, length):
+    """(C, L) int64: the row of each position's token in the "end" layout [SOS][ctx][name][rest].
+
+    ``position``: "middle" -> [SOS][ctx 1..h][name][ctx h+1..n][rest], h = n // 2;
+    "front" -> [SOS][name][ctx][rest]. The name is the first ``lengths[c]`` tokens after the
+    context (the BPE length of the name alone, as upstream); positions after ctx and name keep
+    their place, so the EOT index does not move.
+    """
+    half = n_ctx // 2 if position == "middle" else 0
+    rows = []
+    for m in lengths:
+        context = list(range(1, 1 + n_ctx))
+        name = list(range(1 + n_ctx, 1 + n_ctx + m))
+        order = [0] + context[:half] + name + context[half:]
+        rows.append(order + list(range(len(order), length)))
+    return torch.tensor(rows, dtype=torch.long)
+
+
+class CoOpPromptLearner(nn.Module):
+    """The learned context and the frozen pieces of the class sentences.
+
+    Learned tensor (the official name, so official checkpoints load):
+        ctx: (n, d_t) unified or (C, n, d_t) class-specific, in the CLIP's dtype.
+    Non-persistent buffers (rebuilt for the current class names, never saved): ``tokenized``
+    (C, L), ``token_prefix`` (C, 1, d_t), ``token_suffix`` (C, L - 1 - n, d_t) and, for the
+    middle and front positions, ``layout`` (C, L) (see ``layout_index``).
+    """
+
+    def __init__(self, classnames, clip_model, n_ctx=16, ctx_init="", csc=False, class_token_position="end"):
+        super().__init__()
+        dtype = clip_model.dtype
+        d_text = clip_model.ln_final.weight.shape[0]
+        context = context_from_config(clip_model, n_ctx, ctx_init)
+        self.prefix, self.n_ctx = context.prefix, context.n_ctx
+        self.class_token_position = class_token_position
+        if context.words is not None:
+            if csc:
+                print("Note: CSC is ignored with CTX_INIT (as in the official code): one context for all classes")
+            ctx = context.words.to(dtype)
+        elif csc:
+            print("Initializing class-specific contexts")
+            ctx = random_context(len(classnames), self.n_ctx, d_text, dtype=dtype)
+        else:
+            print("Initializing a generic context")
+            ctx = random_context(self.n_ctx, d_text, dtype=dtype)
+        print(f'Initial context: "{self.prefix}"')
+        print(f"Number of context words (tokens): {self.n_ctx}")
+        self.ctx = nn.Parameter(ctx)
+        self.set_classnames(classnames, clip_model)
+
+    def set_classnames(self, classnames, clip_model):
+        """Rebuild the class buffers for ``classnames`` (a class-specific ctx must still fit)."""
+        if self.ctx.dim() == 3 and self.ctx.shape[0] != len(classnames):
+            raise ValueError(f"the class-specific context has {self.ctx.shape[0]} classes, not {len(classnames)}")
+        self.n_classes = len(classnames)
+        register_sentence_buffers(self, clip_model, class_sentences(classnames, [self.prefix]), self.n_ctx)
+        if self.class_token_position != "end":
+            index = layout_index(
+                self.class_token_position, self.n_ctx, name_lengths(classnames), self.tokenized.shape[1]
+            )
+            self.register_buffer("layout", index.to(self.tokenized.device), persistent=False)
+
+    def text_inputs(self):
+        """(C, L, d_t): the prompted sentences' input embeddings, class name where configured."""
+        ctx = self.ctx if self.ctx.dim() == 3 else self.ctx.expand(self.n_classes, -1, -1)
+        embeddings = torch.cat([self.token_prefix, ctx, self.token_suffix], dim=1)
+        if self.class_token_position == "end":
+            return embeddings
+        rows = torch.arange(self.n_classes, device=embeddings.device)[:, None]
+        return embeddings[rows, self.layout]
+
+
+class CoOpCLIP(PromptedCLIP):
+    """The frozen CLIP with CoOp's prompts; ``forward(image) -> logits (B, C)``."""
+
+    def encode_text(self):
+        """(C, D) L2-normalised text features of the prompted class sentences."""
+        learner = self.prompt_learner
+        features = self.clip.encode_text(learner.tokenized, prompt_embeddings=learner.text_inputs())
+        return F.normalize(features, dim=-1)
+
+    def forward(self, image):
+        """image: (B, 3, R, R) -> logits (B, C), in the towers' dtype (float16 under fp16, as upstream)."""
+        image_features = F.normalize(self.clip.encode_image(image.type(self.dtype)), dim=-1)
+        return self.clip.logit_scale.exp() * image_features @ self.text_features().t()
+
+
+@TRAINER_REGISTRY.register()
+class CoOp(PromptTrainer):
+    """CoOp prompt tuning; reads TRAINER.COOP."""
+
+    CONFIG_NODE = "COOP"
+    LEARNER_NAME = "prompt_learner"
+    CHECKPOINT_KEYS = ("N_CTX", "CTX_INIT", "CSC")
+
+    def check_cfg(self, cfg):
+        node = cfg.TRAINER.COOP
+        check_common_keys(node, "TRAINER.COOP")
+        if node.CLASS_TOKEN_POSITION not in CLASS_TOKEN_POSITIONS:
+            raise ConfigError(
+                f"TRAINER.COOP.CLASS_TOKEN_POSITION = {node.CLASS_TOKEN_POSITION!r} is invalid: "
+                f"expected one of {CLASS_TOKEN_POSITIONS}"
+            )
+
+    def build_prompted_model(self, clip_model, classnames):
+        node = self.method_cfg
+        print(f"Building CoOp (class token position: {node.CLASS_TOKEN_POSITION}, precision = {self.precision.name})")
+        learner = CoOpPromptLearner(
+            classnames,
+            clip_model,
+            n_ctx=node.N_CTX,
+            ctx_init=node.CTX_INIT,
+            csc=node.CSC,
+            class_token_position=node.CLASS_TOKEN_POSITION,
+        )
+        return CoOpCLIP(clip_model, learner)
