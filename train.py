@@ -93,7 +93,7 @@ def reset_cfg(cfg, args):
         cfg.OUTPUT_DIR = args.output_dir
     if args.resume:
         cfg.RESUME = args.resume
-    if args.seed != -1:  # --seed 0 is a seed (dassl-api §9.12)
+    if args.seed != -1:  # --seed 0 is a seed (unlike Dassl.pytorch, which ignored it)
         cfg.SEED = args.seed
     if args.source_domains:
         cfg.DATASET.SOURCE_DOMAINS = args.source_domains
@@ -110,7 +110,7 @@ def reset_cfg(cfg, args):
 
 
 def extend_cfg(cfg):
-    """Add the method config nodes (dassl-api §2.3) and DATASET.SUBSAMPLE_CLASSES.
+    """Add the method config nodes and DATASET.SUBSAMPLE_CLASSES.
 
     To add a method, give its module an ``add_config(cfg)`` that adds its ``TRAINER.<NAME>`` node
     (a comment per key) and list the module in ``trainers.METHOD_MODULES``.
@@ -185,7 +185,7 @@ def run_trainer(cfg, args):
     A KeyboardInterrupt (Ctrl-C, or SIGTERM through ``sigterm_interrupts``) leaves with the line
     to print in its ``report`` attribute.
     """
-    # The logger first, so that the seed line reaches log.txt (dassl-api §9.12).
+    # The logger first, so that the seed line reaches log.txt (Dassl.pytorch printed it before the log existed).
     setup_logger(cfg.OUTPUT_DIR)
     if cfg.SEED >= 0:
         print(f"Setting fixed seed: {cfg.SEED}")

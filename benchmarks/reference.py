@@ -1,12 +1,12 @@
-"""ALIGN as the official code computes it: the baseline of the benchmarks (spec sections 2, 4, 6).
+"""ALIGN as the official code computes it: the baseline of the benchmarks (docs/method.md, sections 2, 4, 6).
 
-Written from shared/spec/align-method.md. It shares with the project what does not differ, the
+Written from that description. It shares with the project what does not differ, the
 frozen CLIP towers and the prompt learner's parameters, and computes everything else the way the
 spec says the official code does:
 
 - text: all C*T sentences through the text tower at the full 77-token context, at EVERY forward
   (no cache across test batches); global feature at each EOT, token features of class c = all T
-  prompts at positions 0 .. e-2, e = prompt 0's EOT (spec section 2, TEXT_TOKENS "reference");
+  prompts at positions 0 .. e-2, e = prompt 0's EOT (docs/method.md, section 2, TEXT_TOKENS "reference");
 - token-level OT: a Python loop over every (image, class) pair; each pair's V*T problems are one
   stopping group of the plain Sinkhorn, which syncs with the host (``.item()``) at every iteration;
 - prompt-level OT: all B*C problems with the same Sinkhorn, one stopping group; cost

@@ -31,7 +31,7 @@ from .measure import PeakMemory, median, release_freed_heap, timed
 from .reference import ReferenceALIGN, reference_ot_logits
 from .synthetic import class_names, synthetic_ot_inputs
 
-# The shipped recipe's optimiser (spec section 5).
+# The shipped recipe's optimiser (docs/method.md, section 6).
 SGD_RECIPE = dict(lr=0.0025, momentum=0.9, weight_decay=5e-4)
 LOGIT_SCALE = 100.0  # exp of CLIP's trained logit scale, for the OT stage alone
 

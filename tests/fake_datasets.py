@@ -1,4 +1,4 @@
-"""Miniature fake trees of the 15 benchmark datasets, in their real layouts (datasets.md §3).
+"""Miniature fake trees of the 15 benchmark datasets, in their real layouts.
 
     info = build_fake("Caltech101", tmp_path)               # split JSON + raw folders
     info = build_fake("Caltech101", tmp_path, source="raw")  # raw only: the loader creates the JSON

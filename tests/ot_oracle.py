@@ -1,4 +1,4 @@
-"""Plain loop oracle for trainers/ot.py, written straight from spec section 4.
+"""Plain loop oracle for trainers/ot.py, written straight from the method's description (docs/method.md, section 4).
 
 Deliberately simple and slow: one (image, class) pair at a time, plain kernel K = exp(-cost/eps),
 float64, Python lists for ragged problems. Shared by the OT tests and the model-level tests.

@@ -1,7 +1,7 @@
 """ALIGN's prompted model (trainers/align.py) against a plain per-(class, prompt) reference.
 
 The reference encodes every sentence and every (image, visual prompt) on its own, builds the
-token slices straight from the spec (align-method.md sections 2-3) and solves the OT with the loop
+token slices straight from the method's description (docs/method.md, sections 2-3) and solves the OT with the loop
 oracle of tests/ot_oracle.py, so row orders, prompt tiling, EOT gathering and token slicing of the
 batched model are all checked against an independent computation.
 """

@@ -199,7 +199,7 @@ def test_untrained_prompt_gives_exactly_zero_shot_accuracy(data_root, zero_shot_
 
 def test_prompt_learner_trains_through_train_py(data_root, tmp_path):
     opts = ("DATASET.NUM_SHOTS", "2", "OPTIM.NAME", "sgd", "OPTIM.LR", "0.002", "OPTIM.MAX_EPOCH", "1")
-    opts += ("DATALOADER.TRAIN_X.BATCH_SIZE", "4", "OPTIM.LR_SCHEDULER", "cosine")
+    opts += ("DATALOADER.TRAIN_X.BATCH_SIZE", "4", "OPTIM.LR_SCHEDULER", "cosine", "OPTIM.WARMUP_EPOCH", "-1")
     assert run_train_py(toy_argv(data_root, tmp_path, "CoOpStyle", *opts, extra_flags=["--seed", "1"])) == 0
     (accuracy,) = accuracies(tmp_path)
     checkpoint = torch.load(osp.join(tmp_path, "prompt_learner", "model.pth.tar-1"), weights_only=False)

@@ -1,4 +1,4 @@
-"""The 15 dataset loaders on miniature fake trees: counts, class names, splits (datasets.md §0-§3)."""
+"""The 15 dataset loaders on miniature fake trees: counts, class names, splits."""
 
 import json
 import os
@@ -220,7 +220,7 @@ def test_read_only_mode_writes_nothing(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------
-# The split algorithms against straightforward reference loops of datasets.md §0.4: same
+# The split algorithms against straightforward reference loops of CoOp's split rules: same
 # seed, same draws, same items in the same order as CoOp's code.
 # ------------------------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Broken trees give a DatasetLayoutError that says what is wrong and where (datasets.md §0.11).
+"""Broken trees give a DatasetLayoutError that says what is wrong and where.
 
 Each message must name the registered dataset, the full path, what it was needed for and the
 expected layout; the few-shot cache cases are in test_datasets_fewshot.py.

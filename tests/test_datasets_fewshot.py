@@ -1,4 +1,4 @@
-"""Base/new subsampling and few-shot caches (datasets.md §0.5-0.6, dassl-api.md §9.13)."""
+"""Base/new subsampling and few-shot caches."""
 
 import copy
 import json
@@ -82,7 +82,7 @@ def test_subsample_rejects_unknown_values(tmp_path):
 
 
 def reference_fewshot(split, shots, seed):
-    """datasets.md §0.5 as a plain loop: per label (first appearance) random.sample K, then val."""
+    """CoOp's few-shot sampling as a plain loop: per label (first appearance) random.sample K, then val."""
     random.seed(seed)
     sampled = {}
     for key, k in (("train", shots), ("val", min(shots, 4))):

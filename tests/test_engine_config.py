@@ -1,4 +1,4 @@
-"""dassl.config: the default tree (dassl-api §2.2), yacs strictness (§2.1, §9.20) and the checked
+"""dassl.config: the default tree, yacs strictness and the checked
 merge helpers that name unknown keys with their nearest valid keys."""
 
 import pytest

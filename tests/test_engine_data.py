@@ -1,5 +1,5 @@
-"""dassl.data (transforms §4.4, samplers and loaders §4.2, §9.10, DatasetWrapper §4.3,
-DataManager §4.1), Datum pickles in the upstream layout (§1.3) and the evaluator (§5.9)."""
+"""dassl.data (transforms, samplers and loaders, DatasetWrapper, DataManager), Datum pickles in
+the upstream layout and the evaluator."""
 
 import io
 import pickle

@@ -1,5 +1,5 @@
-"""dassl.optim: optimizers (dassl-api §5.6), lr schedules with warmup (§5.7) and the scheduler
-fixes of §9.1-§9.3 (builds on current torch, plain-data state, in-place resume)."""
+"""dassl.optim: optimizers, lr schedules with warmup and the scheduler
+fixes (builds on current torch, plain-data state, in-place resume)."""
 
 import io
 
@@ -37,7 +37,7 @@ def epoch_lrs(optimizer, scheduler, n_epochs):
     return lrs
 
 
-# dassl-api §5.7: base LR 0.002, MAX_EPOCH 10, cosine; epochs e0..e4 and e9.
+# Dassl's schedule: base LR 0.002, MAX_EPOCH 10, cosine; epochs e0..e4 and e9.
 SPEC_TABLE = {
     "no warmup": (dict(), [2.000e-3, 1.951e-3, 1.809e-3, 1.588e-3, 1.309e-3, 4.894e-5]),
     "constant W=1, recount": (
@@ -166,7 +166,7 @@ def test_upstream_state_with_a_pickled_successor_object_resumes_in_place(k):
 
 
 def test_warmup_classes_take_no_verbose_argument():
-    """Upstream passed `verbose` to LRScheduler.__init__, which torch >= 2.6 rejects (§9.1)."""
+    """Upstream passed `verbose` to LRScheduler.__init__, which torch >= 2.6 rejects."""
     optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
     successor = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=4.0)
     constant = ConstantWarmupScheduler(optimizer, successor, warmup_epoch=2, cons_lr=1e-3)

@@ -1,4 +1,4 @@
-"""dassl.engine.precision: one place for the fp16 / fp32 / amp / bf16 flags (dassl-api §9.8)."""
+"""dassl.engine.precision: one place for the fp16 / fp32 / amp / bf16 flags."""
 
 import dataclasses
 

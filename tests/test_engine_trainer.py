@@ -1,4 +1,4 @@
-"""dassl.engine.trainer: the model registry API (dassl-api §3.3) and the train() lifecycle (§3.4)."""
+"""dassl.engine.trainer: the model registry API and the train() lifecycle."""
 
 import pytest
 import torch

@@ -1,5 +1,5 @@
-"""dassl.utils additions: the logger tee (dassl-api §5.1, §9.18), meters (§5.4), accuracy (§5.5),
-checkpoints (§3.9, §9.2), pretrained weights (§5.3), progress bars and the rank-0 seam."""
+"""dassl.utils additions: the logger tee, meters, accuracy,
+checkpoints, pretrained weights, progress bars and the rank-0 seam."""
 
 import gc
 import io

@@ -1,6 +1,6 @@
 """train.py end to end on the toy dataset and trainer (tests/engine_toys.py): the run's log and
-files (dassl-api §3.6-§3.10), resume (§9.3, §9.4), eval-only, the config merge order (§2.1, §8),
-seeding (§9.12), progress bars and the clean errors for bad input."""
+files, resume, eval-only, the config merge order,
+seeding, progress bars and the clean errors for bad input."""
 
 import os
 import re
@@ -149,7 +149,7 @@ def test_training_run_log_files_and_accuracy(run, data_root, tmp_path, monkeypat
             "Elapsed: 0:00:",
         ],
     )
-    # Fewer batches than PRINT_FREQ: every batch prints (dassl-api §9.11), in the spec's format.
+    # Fewer batches than PRINT_FREQ: every batch prints, in Dassl's format.
     lines = re.findall(r"^epoch \[.*$", log, flags=re.M)
     assert len(lines) == 3 * N_BATCHES
     line_format = re.compile(

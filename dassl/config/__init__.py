@@ -4,5 +4,5 @@ from .snapshot import config_differences, config_snapshot
 
 
 def get_cfg_default():
-    """A fresh, mutable clone of the default config tree (dassl-api §2.2)."""
+    """A fresh, mutable clone of the default config tree."""
     return cfg_default.clone()

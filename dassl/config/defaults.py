@@ -1,4 +1,4 @@
-"""The default config tree (Dassl.pytorch v0.6.3 keys and defaults, dassl-api §2.2).
+"""The default config tree (Dassl.pytorch v0.6.3 keys and defaults).
 
 Dassl's domain-adaptation / semi-supervised ``TRAINER`` sub-nodes (MCD, MME, FIXMATCH, ...) are
 omitted: no trainer of this project reads them. ``train.py``'s ``extend_cfg`` adds the method

@@ -1,4 +1,4 @@
-"""DataManager, DatasetWrapper and ``build_data_loader`` (dassl-api §4.1-§4.3)."""
+"""DataManager, DatasetWrapper and ``build_data_loader``."""
 import torch
 from tabulate import tabulate
 from torch.utils.data import Dataset as TorchDataset
@@ -184,7 +184,7 @@ class DataManager:
 
 
 class DatasetWrapper(TorchDataset):
-    """A torch Dataset over a list of Datum; items are dicts (dassl-api §4.3).
+    """A torch Dataset over a list of Datum; items are dicts, as Dassl's.
 
     ``__getitem__`` returns ``img`` (the transformed image, or the PIL image without a
     transform; ``img2``, ``img3`` ... for a list of transforms; a list of K tensors per key with

@@ -1,4 +1,4 @@
-"""``build_sampler`` (dassl-api §4.2): the one place data samplers are built.
+"""``build_sampler``: the one place data samplers are built.
 
 In a distributed (torchrun) run each process gets its own part of the data: training data through
 torch's ``DistributedSampler`` (equal parts, padded, so that every process runs the same number of

@@ -1,10 +1,11 @@
-"""Trainer classes: TrainerBase, SimpleTrainer, TrainerX (dassl-api §3).
+"""Trainer classes: TrainerBase, SimpleTrainer, TrainerX.
 
 Side effects that a distributed run must perform once (checkpoints, tensorboard, the log, the
 confusion matrix, progress bars) all ask ``dassl.utils.is_main_process()``; loaders are built in
 one place (``SimpleTrainer.build_data_loader`` -> ``DataManager`` -> ``build_data_loader`` /
-``build_sampler``). This engine never wraps models in ``nn.DataParallel`` (dassl-api §9.7); a
-distributed (torchrun) run trains through ``DistributedDataParallel`` (``TrainerBase.wrap_ddp``).
+``build_sampler``). This engine never wraps models in ``nn.DataParallel`` (it breaks modules that
+hold lists of prompts); a distributed (torchrun) run trains through ``DistributedDataParallel``
+(``TrainerBase.wrap_ddp``).
 """
 
 import datetime
@@ -147,7 +148,7 @@ class TrainerBase(CheckpointMixin):
 
     def update_lr(self, names=None):
         """Step every scheduler once. Trainers call this at the last batch of each epoch; the engine
-        never does (dassl-api §9.9)."""
+        never does, so that a trainer decides when its schedule steps."""
         for name in self.get_model_names(names):
             if self._scheds[name] is not None:
                 self._scheds[name].step()
@@ -271,7 +272,7 @@ class TrainerBase(CheckpointMixin):
 
 
 class SimpleTrainer(TrainerBase):
-    """Builds data, model and evaluator; default train/test hooks (dassl-api §3.2-§3.8)."""
+    """Builds data, model and evaluator; default train/test hooks."""
 
     def __init__(self, cfg):
         super().__init__()
@@ -393,7 +394,7 @@ class SimpleTrainer(TrainerBase):
 
     def after_train(self):
         print("Finish training")
-        # Upstream MaPLe/ALIGN parse_test_res.py look for the pre-0.6.1 wording (dassl-api §9.6).
+        # Upstream MaPLe/ALIGN parse_test_res.py look for the pre-0.6.1 wording.
         print("Finished training")
 
         if not self.cfg.TEST.NO_TEST:
@@ -474,7 +475,7 @@ class TrainerX(SimpleTrainer):
     """A trainer on labelled data only (``train_loader_x``)."""
 
     def run_epoch(self):
-        """One epoch over train_loader_x; prints the Dassl iteration line (dassl-api §3.5).
+        """One epoch over train_loader_x; prints the Dassl iteration line.
 
         In a distributed run the numbers printed are the main process's (its local batches).
         """

@@ -1,4 +1,4 @@
-"""The ``Classification`` evaluator (dassl-api §5.9)."""
+"""The ``Classification`` evaluator."""
 
 import os.path as osp
 from collections import OrderedDict

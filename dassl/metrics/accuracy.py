@@ -1,4 +1,4 @@
-"""``compute_accuracy`` (dassl-api §5.5)."""
+"""``compute_accuracy``."""
 
 __all__ = ["compute_accuracy"]
 

@@ -1,6 +1,6 @@
-"""``build_lr_scheduler`` and the warmup wrappers (dassl-api §5.7, §9.1-§9.3).
+"""``build_lr_scheduler`` and the warmup wrappers.
 
-Differences from Dassl.pytorch, all required by the spec:
+Differences from Dassl.pytorch, each needed to run on current torch or to resume exactly:
 
 - the wrappers never pass ``verbose`` to ``LRScheduler.__init__`` (torch >= 2.6 removed it);
 - ``state_dict()`` holds plain data only, the successor's own ``state_dict()`` nested under

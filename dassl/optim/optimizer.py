@@ -1,4 +1,4 @@
-"""``build_optimizer`` (dassl-api §5.6)."""
+"""``build_optimizer``: Dassl's optimizers (adam, amsgrad, sgd, rmsprop, radam, adamw) from OPTIM."""
 
 import warnings
 

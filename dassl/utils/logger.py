@@ -25,7 +25,7 @@ class Logger:
     drawn on the same terminal (stderr) is cleared before the line and redrawn after it; a
     partial line is held back until its newline (or a flush) so that a redraw cannot overwrite it.
 
-    The console stream is never closed (dassl-api §9.18): ``close()`` closes only the file.
+    The console stream is never closed (a closed sys.stdout would break later prints): ``close()`` closes only the file.
 
     Args:
         fpath (str): log file, opened with "w" (line-buffered) after its folder is created.

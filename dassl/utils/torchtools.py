@@ -3,7 +3,7 @@
 Everything ``save_checkpoint`` writes loads with ``torch.load(weights_only=True)``. Checkpoints
 written by Dassl.pytorch pickle scheduler (and optimizer) objects; ``load_checkpoint`` reads them
 through a documented fallback to ``weights_only=False`` that prints a line naming the file. Set the
-environment variable ``DASSL_ALLOW_UNSAFE_LOAD=0`` to refuse such files instead (dassl-api §9.2).
+environment variable ``DASSL_ALLOW_UNSAFE_LOAD=0`` to refuse such files instead.
 """
 
 import contextlib
@@ -405,7 +405,7 @@ def resume_from_checkpoint(fdir, model, optimizer=None, scheduler=None):
 
 
 def load_pretrained_weights(model, weight_path):
-    """Load the entries of a checkpoint whose key and size match ``model``'s (dassl-api §5.3)."""
+    """Load the entries of a checkpoint whose key and size match ``model``'s."""
     checkpoint = load_checkpoint(weight_path)
     state_dict = checkpoint.get("state_dict", checkpoint)
 

@@ -67,7 +67,7 @@ class DatasetBase:
     """A unified dataset: lists of ``Datum`` for train_x, train_u, val and test.
 
     ``num_classes`` (= max label + 1) and ``classnames`` are derived from ``train_x`` only, as
-    upstream; a warning is printed when that loses a class (see dassl-api §9.15).
+    upstream; a warning is printed when that loses a class.
     """
 
     dataset_dir = ""  # the directory where the dataset is stored

@@ -1,4 +1,4 @@
-"""``build_transform``: the train and test image pipelines (dassl-api §4.4).
+"""``build_transform``: the train and test image pipelines.
 
 Implemented choices: see ``SUPPORTED_CHOICES``. Dassl.pytorch's AutoAugment policies and
 RandAugment variants are recognised names but are rejected with an error listing the supported
@@ -175,7 +175,7 @@ def build_transform(cfg, is_train=True, choices=None):
 
 
 def _build_transform_train(cfg, choices, normalize):
-    """The train pipeline, steps in the fixed order of dassl-api §4.4, one printed line each."""
+    """The train pipeline, steps in Dassl's fixed order, one printed line each."""
     print("Building transform_train")
     inp = cfg.INPUT
     interpolation = INTERPOLATION_MODES[inp.INTERPOLATION]
