@@ -37,9 +37,13 @@ lint: $(DEV_STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
+# The suite runs in TEST_WORKERS processes (pytest-xdist), a test file per process: most of its
+# time is train.py subprocesses importing torch, so two files at once halve it on 2 cores. One
+# intra-op thread each: the tensors are tiny and the workers already use the cores.
 # pytest exits with 5 when it collected no tests: here that is a failure, not a pass.
+TEST_WORKERS ?= 2
 test: lint
-	@$(PY) -m pytest -q; rc=$$?; \
+	@OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5): failing"; fi; \
 	exit $$rc
 

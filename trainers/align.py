@@ -18,9 +18,8 @@ from yacs.config import CfgNode as CN
 
 from dassl.config import ConfigError
 from dassl.engine import TRAINER_REGISTRY
-from dassl.engine.precision import SUPPORTED_PRECISIONS
 
-from .base import PromptTrainer
+from .base import PromptTrainer, check_method_keys
 from .deep_prompts import MAX_INIT_WORDS_CONTEXT, CoupledPromptLearner, context_prefix
 from .ot import OTNumericalError, OTSettings, OTSettingsError, hierarchical_ot_logits
 from .prompting import PromptedCLIP
@@ -109,16 +108,16 @@ class ALIGNSettings:
                 f"{where}.TEXT_PROMPT_NUMBER ({node.TEXT_PROMPT_NUMBER}): visual prompts are linear "
                 f"images of the textual ones"
             )
-        checks = [
-            ("PREC", node.PREC in SUPPORTED_PRECISIONS, f"one of {SUPPORTED_PRECISIONS}"),
-            ("N_CTX", node.N_CTX >= 1, ">= 1"),
-            ("TEXT_PROMPT_DEPTH", node.TEXT_PROMPT_DEPTH >= 1, ">= 1"),
-            ("TEXT_PROMPT_NUMBER", node.TEXT_PROMPT_NUMBER >= 1, ">= 1"),
-            ("TEXT_TOKENS", node.TEXT_TOKENS in TEXT_TOKEN_MODES, f"one of {TEXT_TOKEN_MODES}"),
-        ]
-        for key, ok, expected in checks:
-            if not ok:
-                raise ConfigError(f"{where}.{key} = {node[key]!r} is invalid: expected {expected}")
+        check_method_keys(
+            where,
+            node,
+            [
+                ("N_CTX", node.N_CTX >= 1, ">= 1"),
+                ("TEXT_PROMPT_DEPTH", node.TEXT_PROMPT_DEPTH >= 1, ">= 1"),
+                ("TEXT_PROMPT_NUMBER", node.TEXT_PROMPT_NUMBER >= 1, ">= 1"),
+                ("TEXT_TOKENS", node.TEXT_TOKENS in TEXT_TOKEN_MODES, f"one of {TEXT_TOKEN_MODES}"),
+            ],
+        )
         try:
             ot = OTSettings(**{field: node[key] for field, key in _OT_KEYS.items()})
         except OTSettingsError as error:

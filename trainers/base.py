@@ -19,8 +19,9 @@ DDP, the training step, evaluation with the text side computed once, and checkpo
 
 import torch.nn.functional as F
 
+from dassl.config import ConfigError
 from dassl.engine import TrainerX
-from dassl.engine.precision import resolve_precision
+from dassl.engine.precision import SUPPORTED_PRECISIONS, resolve_precision
 from dassl.metrics import compute_accuracy
 from dassl.optim import build_lr_scheduler, build_optimizer
 from dassl.utils import find_model_file
@@ -29,6 +30,18 @@ from .backbone import build_frozen_clip
 from .checkpoints import load_learned_weights
 
 LEARNER_ATTRIBUTE = "prompt_learner"
+
+
+def check_method_keys(where, node, checks=()):
+    """Validate a method's node ``where`` (e.g. "TRAINER.COOP"): its PREC, then ``checks``.
+
+    checks: (key, ok, expected) triples, ``expected`` saying what a valid value is.
+    Raises ConfigError naming ``where``.KEY and its value for the first failed check.
+    """
+    checks = [("PREC", node.PREC in SUPPORTED_PRECISIONS, f"one of {SUPPORTED_PRECISIONS}"), *checks]
+    for key, ok, expected in checks:
+        if not ok:
+            raise ConfigError(f"{where}.{key} = {node[key]!r} is invalid: expected {expected}")
 
 
 class PromptTrainer(TrainerX):

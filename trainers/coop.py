@@ -24,9 +24,8 @@ from yacs.config import CfgNode as CN
 import clip
 from dassl.config import ConfigError
 from dassl.engine import TRAINER_REGISTRY
-from dassl.engine.precision import SUPPORTED_PRECISIONS
 
-from .base import PromptTrainer
+from .base import PromptTrainer, check_method_keys
 from .prompting import PromptedCLIP, class_sentences, random_context, register_sentence_buffers, word_context
 
 CLASS_TOKEN_POSITIONS = ("end", "middle", "front")
@@ -44,10 +43,8 @@ def add_config(cfg):
 
 def check_common_keys(node, where):
     """Validate N_CTX and PREC of a CoOp-style node; raises ConfigError naming the key."""
-    if node.PREC not in SUPPORTED_PRECISIONS:
-        raise ConfigError(f"{where}.PREC = {node.PREC!r} is invalid: expected one of {SUPPORTED_PRECISIONS}")
-    if not node.CTX_INIT.replace("_", " ").strip() and node.N_CTX < 1:
-        raise ConfigError(f"{where}.N_CTX = {node.N_CTX!r} is invalid: expected >= 1 (or words in CTX_INIT)")
+    has_words = bool(node.CTX_INIT.replace("_", " ").strip())
+    check_method_keys(where, node, [("N_CTX", has_words or node.N_CTX >= 1, ">= 1 (or words in CTX_INIT)")])
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,8 @@
   block (IVLP's vision side, VPT).
 - ``upstream_block_prompt_key``: upstream IVLP/VPT checkpoints keep those per-block prompts inside
   the CLIP blocks (``...resblocks.{k}.VPT_shallow``); this maps them onto the learners' keys.
-- ``check_keys``, ``vision_width``, ``check_depth``: the config checks these methods share, each
-  error naming the key.
+- ``vision_width``, ``check_depth``: the model checks these methods share, each error naming
+  the key.
 
 Prompt depth J counts the input: J = 1 is a shallow prompt only, and for k = 1..J-1 the deep
 prompt k-1 overwrites the prompt positions at the input of block k (the frozen CLIP's
@@ -28,16 +28,6 @@ from .prompting import class_sentences, random_context, register_sentence_buffer
 
 # The upstream rule: init words are used only for contexts of at most this many tokens.
 MAX_INIT_WORDS_CONTEXT = 4
-
-
-def check_keys(where, node, checks):
-    """Raise ConfigError naming ``where``.KEY for the first failed check.
-
-    checks: (key, ok, expected) triples, ``expected`` saying what a valid value is.
-    """
-    for key, ok, expected in checks:
-        if not ok:
-            raise ConfigError(f"{where}.{key} = {node[key]!r} is invalid: expected {expected}")
 
 
 def vision_width(clip_model, key):

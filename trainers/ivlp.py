@@ -19,13 +19,11 @@ from torch import nn
 from yacs.config import CfgNode as CN
 
 from dassl.engine import TRAINER_REGISTRY
-from dassl.engine.precision import SUPPORTED_PRECISIONS
 
-from .base import PromptTrainer
+from .base import PromptTrainer, check_method_keys
 from .deep_prompts import (
     VisualPrompts,
     check_depth,
-    check_keys,
     context_prefix,
     sentence_embeddings,
     text_context,
@@ -54,11 +52,10 @@ def check_config(cfg):
     """Validate TRAINER.IVLP; raises ConfigError naming the key."""
     node = cfg.TRAINER.IVLP
     vision = node.PROMPT_DEPTH_VISION >= 1
-    check_keys(
+    check_method_keys(
         "TRAINER.IVLP",
         node,
         [
-            ("PREC", node.PREC in SUPPORTED_PRECISIONS, f"one of {SUPPORTED_PRECISIONS}"),
             ("N_CTX_TEXT", node.N_CTX_TEXT >= 1, ">= 1"),
             ("PROMPT_DEPTH_TEXT", node.PROMPT_DEPTH_TEXT >= 1, ">= 1 (for visual prompts only, use the VPT trainer)"),
             ("PROMPT_DEPTH_VISION", node.PROMPT_DEPTH_VISION >= 0, ">= 0 (0 = no visual prompts)"),

@@ -17,10 +17,9 @@ import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
 from dassl.engine import TRAINER_REGISTRY
-from dassl.engine.precision import SUPPORTED_PRECISIONS
 
-from .base import PromptTrainer
-from .deep_prompts import CoupledPromptLearner, check_keys, context_prefix
+from .base import PromptTrainer, check_method_keys
+from .deep_prompts import CoupledPromptLearner, context_prefix
 from .prompting import PromptedCLIP
 
 LEARNER_NAME = "MultiModalPromptLearner"
@@ -44,11 +43,10 @@ def add_config(cfg):
 def check_config(cfg):
     """Validate TRAINER.MAPLE; raises ConfigError naming the key."""
     node = cfg.TRAINER.MAPLE
-    check_keys(
+    check_method_keys(
         "TRAINER.MAPLE",
         node,
         [
-            ("PREC", node.PREC in SUPPORTED_PRECISIONS, f"one of {SUPPORTED_PRECISIONS}"),
             ("N_CTX", node.N_CTX >= 1, ">= 1"),
             ("PROMPT_DEPTH", node.PROMPT_DEPTH >= 1, ">= 1 (1 = shallow prompts only)"),
         ],

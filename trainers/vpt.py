@@ -21,10 +21,9 @@ from yacs.config import CfgNode as CN
 
 import clip
 from dassl.engine import TRAINER_REGISTRY
-from dassl.engine.precision import SUPPORTED_PRECISIONS
 
-from .base import PromptTrainer
-from .deep_prompts import VisualPrompts, check_keys, upstream_block_prompt_key
+from .base import PromptTrainer, check_method_keys
+from .deep_prompts import VisualPrompts, upstream_block_prompt_key
 from .prompting import PromptedCLIP, class_sentences
 
 LEARNER_NAME = "prompt_learner"
@@ -44,13 +43,13 @@ def add_config(cfg):
 def check_config(cfg):
     """Validate TRAINER.VPT; raises ConfigError naming the key."""
     node = cfg.TRAINER.VPT
-    check_keys(
+    depth_ok = node.PROMPT_DEPTH_VISION >= 1
+    check_method_keys(
         "TRAINER.VPT",
         node,
         [
-            ("PREC", node.PREC in SUPPORTED_PRECISIONS, f"one of {SUPPORTED_PRECISIONS}"),
             ("N_CTX_VISION", node.N_CTX_VISION >= 1, ">= 1"),
-            ("PROMPT_DEPTH_VISION", node.PROMPT_DEPTH_VISION >= 1, ">= 1 (1 = appended tokens only)"),
+            ("PROMPT_DEPTH_VISION", depth_ok, ">= 1 (1 = appended tokens only)"),
         ],
     )
 
