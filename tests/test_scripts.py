@@ -50,6 +50,7 @@ def env(tmp_path_factory):
         CFG="toy_clip",
         OMP_NUM_THREADS="1",
         SEEDS="1 2",
+        DEMO_METHODS="ZeroshotCLIP ALIGN",  # the demo's path; the baselines' scripts have tests of their own
         PYTHONUNBUFFERED="1",
     )
     return environment
