@@ -14,6 +14,13 @@ from .logger import setup_logger
 from .meters import AverageMeter, MetricMeter
 from .progress import progress_bar
 from .registry import Registry, UnavailableChoiceError, check_availability
+from .resume import (
+    find_resume_checkpoint,
+    load_weights,
+    pointed_checkpoint,
+    restore_checkpoint,
+    resume_from_checkpoint,
+)
 from .tools import (
     ImageReadError,
     check_isfile,
@@ -36,15 +43,10 @@ from .torchtools import (
     UnsafeCheckpointError,
     count_num_param,
     find_model_file,
-    find_resume_checkpoint,
     load_checkpoint,
     load_model_checkpoint,
     load_pretrained_weights,
-    load_weights,
     model_file_name,
-    pointed_checkpoint,
-    restore_checkpoint,
-    resume_from_checkpoint,
     save_checkpoint,
     saved_epochs,
 )

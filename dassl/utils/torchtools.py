@@ -1,4 +1,5 @@
-"""Checkpoint save/load/resume and parameter helpers (Dassl's ``dassl.utils.torchtools``).
+"""Checkpoint save and load, and parameter helpers (Dassl's ``dassl.utils.torchtools``; resuming:
+``dassl.utils.resume``).
 
 Everything ``save_checkpoint`` writes loads with ``torch.load(weights_only=True)``. Checkpoints
 written by Dassl.pytorch pickle scheduler (and optimizer) objects; ``load_checkpoint`` reads them
@@ -30,15 +31,10 @@ __all__ = [
     "UnsafeCheckpointError",
     "count_num_param",
     "find_model_file",
-    "find_resume_checkpoint",
     "load_checkpoint",
     "load_model_checkpoint",
-    "load_weights",
     "load_pretrained_weights",
     "model_file_name",
-    "pointed_checkpoint",
-    "restore_checkpoint",
-    "resume_from_checkpoint",
     "save_checkpoint",
     "saved_epochs",
 ]
@@ -72,6 +68,13 @@ class UnsafeCheckpointError(pickle.UnpicklingError):
 def model_file_name(epoch=None):
     """``model-best.pth.tar`` without an epoch, else ``model.pth.tar-{epoch}``."""
     return BEST_MODEL_NAME if epoch is None else f"model.pth.tar-{epoch}"
+
+
+def saved_epochs(fdir):
+    """The N of every ``model.pth.tar-N`` in ``fdir``, ascending (empty if there is no folder)."""
+    if not osp.isdir(fdir):
+        return []
+    return sorted(int(m.group(1)) for m in map(_EPOCH_FILE.fullmatch, os.listdir(fdir)) if m)
 
 
 def _describe_model_dir(model_dir):
@@ -280,130 +283,6 @@ def load_model_checkpoint(fpath):
     return checkpoint
 
 
-def _pointer_name(fdir):
-    """The file name that ``fdir/checkpoint`` holds ("" if it is empty), or None without that file."""
-    try:
-        with open(osp.join(fdir, POINTER_NAME), errors="replace") as f:
-            return f.readline().strip()
-    except FileNotFoundError:
-        return None
-
-
-def pointed_checkpoint(fdir):
-    """The path the pointer file ``fdir/checkpoint`` names, if that file exists; else None."""
-    try:
-        name = _pointer_name(fdir)
-    except OSError:
-        return None
-    path = osp.join(fdir, name or "")
-    return path if name and osp.isfile(path) else None
-
-
-def saved_epochs(fdir):
-    """The N of every ``model.pth.tar-N`` in ``fdir``, ascending (empty if there is no folder)."""
-    if not osp.isdir(fdir):
-        return []
-    return sorted(int(m.group(1)) for m in map(_EPOCH_FILE.fullmatch, os.listdir(fdir)) if m)
-
-
-def find_resume_checkpoint(fdir):
-    """The checkpoint to resume from in ``fdir``: the file the pointer ``fdir/checkpoint`` names,
-    or, when the pointer or that file is unusable, the newest intact ``model.pth.tar-N`` (a warning
-    line names what was skipped and why).
-
-    Returns:
-        (path, checkpoint dict)
-    Raises:
-        CheckpointError: no intact checkpoint; the message lists every problem found.
-    """
-    pointer = osp.join(fdir, POINTER_NAME)
-    problems, candidates = [], []
-    name = _pointer_name(fdir)
-    if name is None:
-        problems.append(f'there is no pointer file "{pointer}"')
-    elif not name:
-        problems.append(f'the pointer file "{pointer}" is empty')
-    elif not osp.isfile(osp.join(fdir, name)):
-        problems.append(f'the pointer file "{pointer}" names "{name}", which does not exist')
-    else:
-        candidates.append(osp.join(fdir, name))
-    for epoch in reversed(saved_epochs(fdir)):
-        path = osp.join(fdir, model_file_name(epoch))
-        if path not in candidates:
-            candidates.append(path)
-
-    for path in candidates:
-        try:
-            checkpoint = load_model_checkpoint(path)
-        except CheckpointError as e:
-            problems.append(str(e))
-            continue
-        if problems:
-            print(
-                f"Warning: {'; '.join(problems)}. Resuming from the newest intact checkpoint "
-                f'"{path}" (epoch {checkpoint["epoch"]}) instead'
-            )
-        return path, checkpoint
-    raise CheckpointError(
-        f'Cannot resume from "{fdir}": {"; ".join(problems)}; no intact checkpoint is left '
-        "(delete the folder to train from scratch)"
-    )
-
-
-def load_weights(model, checkpoint, fpath):
-    """``model.load_state_dict(checkpoint["state_dict"])`` (strict).
-
-    Raises:
-        CheckpointError: the weights do not fit the model (missing or unexpected keys, other
-            shapes); the message names the file and the first differences.
-    """
-    try:
-        model.load_state_dict(checkpoint["state_dict"])
-    except RuntimeError as e:
-        details = " ".join(line.strip() for line in str(e).splitlines()[:3])
-        raise CheckpointError(
-            f'Checkpoint "{fpath}" does not fit the model (was it trained with another config?): {details}'
-        ) from e
-
-
-def restore_checkpoint(checkpoint, fpath, model, optimizer=None, scheduler=None):
-    """Load a checkpoint's weights into ``model`` and, when given and stored, the optimizer and
-    scheduler state; return the number of finished epochs it stores.
-
-    Raises:
-        CheckpointError: the stored state does not fit the model or the optimizer (named).
-    """
-    print(f'Loading checkpoint from "{fpath}"')
-    load_weights(model, checkpoint, fpath)
-    print("Loaded model weights")
-
-    if optimizer is not None and checkpoint.get("optimizer") is not None:
-        try:
-            optimizer.load_state_dict(checkpoint["optimizer"])
-        except (ValueError, KeyError) as e:
-            raise CheckpointError(f'Checkpoint "{fpath}": its optimizer state does not fit the optimizer: {e}') from e
-        print("Loaded optimizer")
-
-    if scheduler is not None and checkpoint.get("scheduler") is not None:
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        print("Loaded scheduler")
-
-    start_epoch = checkpoint["epoch"]
-    print(f"Previous epoch: {start_epoch}")
-    return start_epoch
-
-
-def resume_from_checkpoint(fdir, model, optimizer=None, scheduler=None):
-    """Restore model, optimizer and scheduler from the file ``fdir/checkpoint`` points at (or the
-    newest intact epoch, see ``find_resume_checkpoint``).
-
-    Returns:
-        int: the number of finished epochs stored in the checkpoint.
-    """
-    fpath, checkpoint = find_resume_checkpoint(fdir)
-    return restore_checkpoint(checkpoint, fpath, model, optimizer, scheduler)
-
-
 def load_pretrained_weights(model, weight_path):
     """Load the entries of a checkpoint whose key and size match ``model``'s."""
     checkpoint = load_checkpoint(weight_path)
@@ -449,3 +328,6 @@ def count_num_param(model=None, params=None):
         return s
 
     raise ValueError("model and params must be provided")
+
+
+# Dassl's import path of the resume helper (it lives in resume.py with the other resume pieces).
