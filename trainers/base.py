@@ -24,7 +24,6 @@ from dassl.engine import TrainerX
 from dassl.engine.precision import SUPPORTED_PRECISIONS, resolve_precision
 from dassl.metrics import compute_accuracy
 from dassl.optim import build_lr_scheduler, build_optimizer
-from dassl.utils import find_model_file
 
 from .backbone import build_frozen_clip
 from .checkpoints import load_learned_weights
@@ -124,17 +123,10 @@ class PromptTrainer(TrainerX):
         with self.model.cached_text_features():
             return super().test(split)
 
-    def load_model(self, directory, epoch=None):
-        """Load the learned prompts of ``directory`` (this project's or an upstream full model)."""
-        if not directory:
-            print(
-                "Note that load_model() is skipped as no pretrained model is given "
-                "(ignore this if it's done on purpose)"
-            )
-            return
-        for name in self.get_model_names():
-            path = find_model_file(directory, name, epoch)
-            saved_epoch = load_learned_weights(
-                self._models[name], path, self.checkpoint_config_keys, self.upstream_keys
-            )
-            print(f'Loaded weights to {name} from "{path}" (epoch = {saved_epoch})')
+    def load_model_file(self, name, model_path):
+        """Load the learned prompts of ``model_path`` (this project's file or an upstream full
+        model) into the learner ``name``; the engine's ``load_model`` finds the file."""
+        saved_epoch = load_learned_weights(
+            self._models[name], model_path, self.checkpoint_config_keys, self.upstream_keys
+        )
+        print(f'Loaded weights to {name} from "{model_path}" (epoch = {saved_epoch})')

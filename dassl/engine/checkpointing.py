@@ -243,11 +243,17 @@ class CheckpointMixin:
             return
 
         for name in self.get_model_names():
-            model_path = find_model_file(directory, name, epoch)
-            checkpoint = load_model_checkpoint(model_path)
-            print(
-                "Load {} to {} (epoch={}, val_result={})".format(
-                    model_path, name, checkpoint["epoch"], _format_val_result(checkpoint.get("val_result"))
-                )
+            self.load_model_file(name, find_model_file(directory, name, epoch))
+
+    def load_model_file(self, name, model_path):
+        """Load the model file ``model_path`` into the registered model ``name`` (strict).
+
+        The one step of ``load_model`` that a trainer with its own checkpoint format overrides.
+        """
+        checkpoint = load_model_checkpoint(model_path)
+        print(
+            "Load {} to {} (epoch={}, val_result={})".format(
+                model_path, name, checkpoint["epoch"], _format_val_result(checkpoint.get("val_result"))
             )
-            load_weights(self._models[name], checkpoint, model_path)
+        )
+        load_weights(self._models[name], checkpoint, model_path)
