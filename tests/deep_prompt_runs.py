@@ -1,6 +1,5 @@
 """train.py runs of the deep-prompt baselines (MaPLe, IVLP, VPT) for their trainer tests.
 
-- ``trainer_argv``: a method on the engine's ToyColors images with a tiny CLIP (CPU, fp32).
 - ``base_to_new``: the base-to-new protocol through train.py on a small ToyShapes tree with a
   method's toy_clip recipe (the demo's pretrained tiny CLIP).
 - ``write_upstream_checkpoint``: a full-model file as the upstream trainers save it.
@@ -16,14 +15,12 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 import train
-from dassl.engine import build_trainer
 from tests.engine_toys import run_train_py
 from tests.tiny_clip import save_tiny_clip
 from tools import toy_world
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TOY_CLIP = osp.join(REPO, "tools", "assets", "toy_clip.pt")
-CONFIG_NODES = {"MaPLe": "MAPLE", "IVLP": "IVLP", "VPT": "VPT"}
 # A small ToyShapes tree: 2 training, 1 validation and 2 test images per class.
 SMALL_TOY_SPLITS = {"train": 2, "val": 1, "test": 2}
 
@@ -32,26 +29,6 @@ def save_clip(path):
     """The tiny CLIP of the trainer tests (3 blocks per tower, d_t 64, d_v 128); returns ``path``."""
     save_tiny_clip(str(path), seed=1, vision_layers=3, transformer_layers=3, vision_width=128)
     return str(path)
-
-
-def trainer_argv(data_root, output_dir, clip_path, trainer, *opts, extra_flags=()):
-    """train.py arguments: ``trainer`` on ToyColors (3 classes, 32 px), tiny CLIP, fp32, 2 epochs."""
-    node = CONFIG_NODES[trainer]
-    return [
-        *("--root", str(data_root), "--output-dir", str(output_dir), "--trainer", trainer, "--seed", "1"),
-        *extra_flags,
-        *("DATASET.NAME", "ToyColors", "USE_CUDA", "False", "INPUT.SIZE", "(32, 32)"),
-        *("INPUT.TRANSFORMS", "['normalize']", "DATALOADER.NUM_WORKERS", "0"),
-        *("DATALOADER.TRAIN_X.BATCH_SIZE", "4", "DATALOADER.TEST.BATCH_SIZE", "4"),
-        *("OPTIM.NAME", "sgd", "OPTIM.LR", "0.05", "OPTIM.MAX_EPOCH", "2", "TRAIN.PRINT_FREQ", "100"),
-        *("MODEL.BACKBONE.PATH", str(clip_path), f"TRAINER.{node}.PREC", "fp32"),
-        *opts,
-    ]
-
-
-def build(argv):
-    """The trainer that train.py would build from ``argv`` (not trained)."""
-    return build_trainer(train.setup_cfg(train.build_parser().parse_args(argv)))
 
 
 def read_log(output_dir):

@@ -7,6 +7,8 @@
 - ``ToyLinearProbe`` (registered trainer) trains a linear layer on the raw pixels through the
   engine's public hooks only, as a Dassl trainer file would, and records the lr of each epoch.
 - ``toy_argv(...)`` builds a train.py command line for them; ``run_train_py(argv)`` runs it in-process.
+- ``tiny_clip_argv(...)``: a prompt-learning trainer on ToyColors with a tiny CLIP (CPU, fp32);
+  ``build_from_argv(argv)``: the trainer train.py would build from it.
 
 ``python -m tests.engine_toys ARGS`` is train.py with these registered. With the environment
 variable ``TOY_PAUSE_AT=E,B`` it prints ``paused`` before the training step of epoch E, batch B
@@ -25,7 +27,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from dassl.data.datasets import DATASET_REGISTRY, DatasetBase, DatasetLayoutError, Datum
-from dassl.engine import TRAINER_REGISTRY, TrainerX
+from dassl.engine import TRAINER_REGISTRY, TrainerX, build_trainer
 from dassl.metrics import compute_accuracy
 from dassl.optim import build_lr_scheduler, build_optimizer
 from dassl.utils.logger import Logger
@@ -211,3 +213,31 @@ if __name__ == "__main__":
         ToyLinearProbe.pause_at = tuple(int(n) for n in os.environ["TOY_PAUSE_AT"].split(","))
         train.collect_env_info = lambda: "<environment report>"
     sys.exit(train.run())
+
+
+# The config node (for PREC) of each trainer the tests run through tiny_clip_argv.
+CONFIG_NODES = {
+    "ALIGN": "ALIGN", "MMP": "MMP", "CoOp": "COOP", "CoCoOp": "COCOOP", "MaPLe": "MAPLE", "IVLP": "IVLP", "VPT": "VPT",
+}  # fmt: skip
+
+
+def tiny_clip_argv(data_root, output_dir, clip_path, trainer, *opts, extra_flags=()):
+    """train.py arguments: ``trainer`` on ToyColors (3 classes, 32 px images) with the tiny CLIP
+    at ``clip_path``, on the CPU in fp32, 2 epochs of batch 4; ``opts`` come last (they override)."""
+    return [
+        *("--root", str(data_root), "--output-dir", str(output_dir), "--trainer", trainer, "--seed", "1"),
+        *extra_flags,
+        *("DATASET.NAME", "ToyColors", "USE_CUDA", "False", "INPUT.SIZE", "(32, 32)"),
+        *("INPUT.TRANSFORMS", "['normalize']", "DATALOADER.NUM_WORKERS", "0"),
+        *("DATALOADER.TRAIN_X.BATCH_SIZE", "4", "DATALOADER.TEST.BATCH_SIZE", "4"),
+        *("OPTIM.NAME", "sgd", "OPTIM.LR", "0.05", "OPTIM.MAX_EPOCH", "2", "TRAIN.PRINT_FREQ", "100"),
+        *("MODEL.BACKBONE.PATH", str(clip_path), f"TRAINER.{CONFIG_NODES[trainer]}.PREC", "fp32"),
+        *opts,
+    ]
+
+
+def build_from_argv(argv):
+    """The trainer that train.py would build from ``argv`` (not trained)."""
+    import train
+
+    return build_trainer(train.setup_cfg(train.build_parser().parse_args(argv)))

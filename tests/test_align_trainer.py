@@ -11,9 +11,9 @@ from benchmarks import precision_check
 from dassl.config import ConfigError
 from dassl.data import build_data_loader
 from dassl.data.transforms import build_transform
-from dassl.engine import build_trainer
 from dassl.utils import CheckpointNotFoundError, set_random_seed
-from tests.engine_toys import make_toy_images, run_train_py
+from tests.engine_toys import build_from_argv as build
+from tests.engine_toys import make_toy_images, run_train_py, tiny_clip_argv
 from tests.tiny_clip import save_tiny_clip
 from trainers.align import ALIGNCLIP, LEARNER_NAME, ALIGNSettings
 
@@ -33,56 +33,12 @@ def clip_path(tmp_path_factory):
 
 
 def align_argv(data_root, output_dir, clip_path, *opts, trainer="ALIGN", node="ALIGN", extra_flags=()):
-    """train.py arguments for ALIGN on the engine's ToyColors images with a tiny CLIP (CPU, fp32)."""
-    return [
-        "--root",
-        data_root,
-        "--output-dir",
-        str(output_dir),
-        "--trainer",
-        trainer,
-        "--seed",
-        "1",
-        *extra_flags,
-        "DATASET.NAME",
-        "ToyColors",
-        "USE_CUDA",
-        "False",
-        "INPUT.SIZE",
-        "(32, 32)",
-        "INPUT.TRANSFORMS",
-        "['normalize']",
-        "DATALOADER.NUM_WORKERS",
-        "0",
-        "DATALOADER.TRAIN_X.BATCH_SIZE",
-        "4",
-        "DATALOADER.TEST.BATCH_SIZE",
-        "4",
-        "OPTIM.NAME",
-        "sgd",
-        "OPTIM.LR",
-        "0.05",
-        "OPTIM.MAX_EPOCH",
-        "8",
-        "TRAIN.PRINT_FREQ",
-        "100",
-        "MODEL.BACKBONE.PATH",
-        clip_path,
-        f"TRAINER.{node}.PREC",
-        "fp32",
-        f"TRAINER.{node}.TEXT_PROMPT_DEPTH",
-        "3",
-        f"TRAINER.{node}.TEXT_PROMPT_NUMBER",
-        "2",
-        f"TRAINER.{node}.VISION_PROMPT_NUMBER",
-        "2",
-        *opts,
-    ]
-
-
-def build(argv):
-    cfg = train.setup_cfg(train.build_parser().parse_args(argv))
-    return build_trainer(cfg)
+    """train.py arguments for ALIGN on the engine's ToyColors images with a tiny CLIP (CPU, fp32), 8 epochs."""
+    prompts = (f"TRAINER.{node}.TEXT_PROMPT_DEPTH", "3", f"TRAINER.{node}.TEXT_PROMPT_NUMBER", "2")
+    prompts += (f"TRAINER.{node}.VISION_PROMPT_NUMBER", "2")
+    return tiny_clip_argv(
+        data_root, output_dir, clip_path, trainer, "OPTIM.MAX_EPOCH", "8", *prompts, *opts, extra_flags=extra_flags
+    )
 
 
 @torch.no_grad()

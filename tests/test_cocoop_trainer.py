@@ -10,8 +10,8 @@ import torch
 
 import train
 from dassl.config import ConfigError
-from dassl.engine import build_trainer
-from tests.engine_toys import make_toy_images, run_train_py
+from tests.engine_toys import build_from_argv as build
+from tests.engine_toys import make_toy_images, run_train_py, tiny_clip_argv
 from tests.tiny_clip import save_tiny_clip
 from tools.toy_world import write_toy_world
 
@@ -40,51 +40,10 @@ def clip_path(tmp_path_factory):
 
 
 def cocoop_argv(data_root, output_dir, clip_path, *opts, extra_flags=()):
-    """train.py arguments for CoCoOp on the engine's ToyColors images with a tiny CLIP (CPU, fp32)."""
-    return [
-        "--root",
-        str(data_root),
-        "--output-dir",
-        str(output_dir),
-        "--trainer",
-        "CoCoOp",
-        "--seed",
-        "1",
-        *extra_flags,
-        "DATASET.NAME",
-        "ToyColors",
-        "USE_CUDA",
-        "False",
-        "INPUT.SIZE",
-        "(32, 32)",
-        "INPUT.TRANSFORMS",
-        "['normalize']",
-        "DATALOADER.NUM_WORKERS",
-        "0",
-        "DATALOADER.TRAIN_X.BATCH_SIZE",
-        "4",
-        "DATALOADER.TEST.BATCH_SIZE",
-        "4",
-        "OPTIM.NAME",
-        "sgd",
-        "OPTIM.LR",
-        "0.05",
-        "OPTIM.MAX_EPOCH",
-        "2",
-        "TRAIN.PRINT_FREQ",
-        "100",
-        "MODEL.BACKBONE.PATH",
-        clip_path,
-        "TRAINER.COCOOP.PREC",
-        "fp32",
-        "TRAINER.COCOOP.CTX_INIT",
-        "a photo of a",
-        *opts,
-    ]
-
-
-def build(argv):
-    return build_trainer(train.setup_cfg(train.build_parser().parse_args(argv)))
+    """train.py arguments for CoCoOp ("a photo of a") on the engine's ToyColors images with a tiny
+    CLIP (CPU, fp32), 2 epochs."""
+    init = ("TRAINER.COCOOP.CTX_INIT", "a photo of a")
+    return tiny_clip_argv(data_root, output_dir, clip_path, "CoCoOp", *init, *opts, extra_flags=extra_flags)
 
 
 def test_train_py_trains_and_saves_the_upstream_keys(data_root, clip_path, tmp_path):

@@ -11,9 +11,9 @@ from torch.nn.parallel import DistributedDataParallel
 
 import train
 from dassl.config import ConfigError
-from dassl.engine import build_trainer
 from dassl.utils import set_random_seed
-from tests.engine_toys import make_toy_images, run_train_py
+from tests.engine_toys import build_from_argv as build
+from tests.engine_toys import make_toy_images, run_train_py, tiny_clip_argv
 from tests.tiny_clip import save_tiny_clip
 from tools.toy_world import write_toy_world
 
@@ -36,51 +36,12 @@ def clip_path(tmp_path_factory):
 
 
 def coop_argv(data_root, output_dir, clip_path, *opts, extra_flags=()):
-    """train.py arguments for CoOp on the engine's ToyColors images with a tiny CLIP (CPU, fp32)."""
-    return [
-        "--root",
-        str(data_root),
-        "--output-dir",
-        str(output_dir),
-        "--trainer",
-        "CoOp",
-        "--seed",
-        "1",
-        *extra_flags,
-        "DATASET.NAME",
-        "ToyColors",
-        "USE_CUDA",
-        "False",
-        "INPUT.SIZE",
-        "(32, 32)",
-        "INPUT.TRANSFORMS",
-        "['normalize']",
-        "DATALOADER.NUM_WORKERS",
-        "0",
-        "DATALOADER.TRAIN_X.BATCH_SIZE",
-        "4",
-        "DATALOADER.TEST.BATCH_SIZE",
-        "4",
-        "OPTIM.NAME",
-        "sgd",
-        "OPTIM.LR",
-        "0.05",
-        "OPTIM.MAX_EPOCH",
-        "8",
-        "TRAIN.PRINT_FREQ",
-        "100",
-        "MODEL.BACKBONE.PATH",
-        clip_path,
-        "TRAINER.COOP.PREC",
-        "fp32",
-        "TRAINER.COOP.N_CTX",
-        "4",
-        *opts,
-    ]
-
-
-def build(argv):
-    return build_trainer(train.setup_cfg(train.build_parser().parse_args(argv)))
+    """train.py arguments for CoOp (4 random context tokens) on the engine's ToyColors images with a
+    tiny CLIP (CPU, fp32), 8 epochs."""
+    return tiny_clip_argv(
+        data_root, output_dir, clip_path, "CoOp", "OPTIM.MAX_EPOCH", "8", "TRAINER.COOP.N_CTX", "4", *opts,
+        extra_flags=extra_flags,
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -38,13 +38,12 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data.distributed import DistributedSampler
 
-import train
 from dassl.config import ConfigError
 from dassl.data.samplers import ShardSampler
-from dassl.engine import build_trainer
 from dassl.utils import LOCK_FILE_NAME, OutputDirInUseError, lock_output_dir, torchrun_session
 from dassl.utils import lock as lock_module
-from tests.engine_toys import CLASSNAMES, SPLIT_SIZES, make_toy_images, run_train_py, toy_argv
+from tests.engine_toys import CLASSNAMES, SPLIT_SIZES, make_toy_images, run_train_py, tiny_clip_argv, toy_argv
+from tests.engine_toys import build_from_argv as build
 from tests.tiny_clip import save_tiny_clip
 from trainers.align import LEARNER_NAME
 
@@ -77,59 +76,15 @@ def clip_path(tmp_path_factory):
 
 def align_argv(data_root, output_dir, clip_path, batch_size, extra_flags=()):
     """train.py arguments: ALIGN on ToyColors, tiny CLIP, fp32, sequential training order."""
-    return [
-        "--root",
-        data_root,
-        "--output-dir",
-        str(output_dir),
-        "--trainer",
-        "ALIGN",
-        "--seed",
-        "1",
-        *extra_flags,
-        "DATASET.NAME",
-        "ToyColors",
-        "USE_CUDA",
-        "False",
-        "INPUT.SIZE",
-        "(32, 32)",
-        "INPUT.TRANSFORMS",
-        "['normalize']",
-        "DATALOADER.NUM_WORKERS",
-        "0",
-        "DATALOADER.TRAIN_X.BATCH_SIZE",
-        str(batch_size),
-        "DATALOADER.TRAIN_X.SAMPLER",
-        "SequentialSampler",
-        "DATALOADER.TEST.BATCH_SIZE",
-        "4",
-        "OPTIM.NAME",
-        "sgd",
-        "OPTIM.LR",
-        "0.05",
-        "OPTIM.LR_SCHEDULER",
-        "cosine",
-        "OPTIM.MAX_EPOCH",
-        str(EPOCHS),
-        "TRAIN.CHECKPOINT_FREQ",
-        "1",
-        "TEST.PER_CLASS_RESULT",
-        "True",
-        "TEST.COMPUTE_CMAT",
-        "True",
-        "MODEL.BACKBONE.PATH",
-        clip_path,
-        "TRAINER.ALIGN.PREC",
-        "fp32",
-        "TRAINER.ALIGN.TEXT_PROMPT_DEPTH",
-        "3",
-        "TRAINER.ALIGN.TEXT_PROMPT_NUMBER",
-        "2",
-        "TRAINER.ALIGN.VISION_PROMPT_NUMBER",
-        "2",
-        "TRAINER.ALIGN.OT_THRESH",
-        "0.0",
-    ]
+    return tiny_clip_argv(
+        data_root, output_dir, clip_path, "ALIGN",
+        *("DATALOADER.TRAIN_X.BATCH_SIZE", str(batch_size), "DATALOADER.TRAIN_X.SAMPLER", "SequentialSampler"),
+        *("OPTIM.LR_SCHEDULER", "cosine", "OPTIM.MAX_EPOCH", str(EPOCHS), "TRAIN.CHECKPOINT_FREQ", "1"),
+        *("TEST.PER_CLASS_RESULT", "True", "TEST.COMPUTE_CMAT", "True"),
+        *("TRAINER.ALIGN.TEXT_PROMPT_DEPTH", "3", "TRAINER.ALIGN.TEXT_PROMPT_NUMBER", "2"),
+        *("TRAINER.ALIGN.VISION_PROMPT_NUMBER", "2", "TRAINER.ALIGN.OT_THRESH", "0.0"),
+        extra_flags=extra_flags,
+    )  # fmt: skip
 
 
 def torchrun(argv, log_dir):
@@ -305,10 +260,6 @@ def one_process_group(tmp_path):
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
     yield
     dist.destroy_process_group()
-
-
-def build(argv):
-    return build_trainer(train.setup_cfg(train.build_parser().parse_args(argv)))
 
 
 @pytest.mark.parametrize("n_items, n_processes", [(9, 2), (10, 2), (7, 3), (2, 3), (0, 2)])

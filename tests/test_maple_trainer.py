@@ -11,7 +11,6 @@ from dassl.config import ConfigError
 from tests.deep_prompt_runs import (
     REPO,
     base_to_new,
-    build,
     check_bf16_step_and_evaluation,
     check_ddp_step,
     check_text_encoded_once_per_evaluation,
@@ -20,10 +19,11 @@ from tests.deep_prompt_runs import (
     read_log,
     recipe_cfg,
     save_clip,
-    trainer_argv,
     write_upstream_checkpoint,
 )
+from tests.engine_toys import build_from_argv as build
 from tests.engine_toys import make_toy_images, run_train_py
+from tests.engine_toys import tiny_clip_argv as trainer_argv
 
 LEARNER = "MultiModalPromptLearner"  # the upstream registered name: the checkpoint folder
 DEPTH_OPTS = ("TRAINER.MAPLE.N_CTX", "2", "TRAINER.MAPLE.PROMPT_DEPTH", "3")
