@@ -15,7 +15,7 @@ from dassl.utils import CheckpointNotFoundError, set_random_seed
 from tests.engine_toys import build_from_argv as build
 from tests.engine_toys import make_toy_images, run_train_py, tiny_clip_argv
 from tests.tiny_clip import save_tiny_clip
-from trainers.align import ALIGNCLIP, LEARNER_NAME, ALIGNSettings
+from trainers.align import ALIGN, ALIGNCLIP, LEARNER_NAME, ALIGNSettings
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -303,3 +303,11 @@ def test_shipped_configs_load_and_validate(config):
 def test_input_size_must_match_the_backbone(data_root, clip_path, tmp_path):
     with pytest.raises(ConfigError, match=r"INPUT.SIZE \(64, 64\) does not match the backbone's input resolution 32"):
         build(align_argv(data_root, tmp_path, clip_path, "INPUT.SIZE", "(64, 64)"))
+
+
+@pytest.mark.parametrize("key, value", [("OT_THRESH", "-0.5"), ("EPS", "0.0"), ("OT_MAX_ITER", "0")])
+def test_ot_settings_are_checked_before_anything_is_built(data_root, clip_path, tmp_path, monkeypatch, key, value):
+    """A bad OT setting is one error naming the key at build time, not at the first forward."""
+    monkeypatch.setattr(ALIGN, "build_model", lambda self: pytest.fail("build_model ran with an invalid setting"))
+    with pytest.raises(ConfigError, match=rf"TRAINER.ALIGN.{key} = {value[:3]}.* is invalid"):
+        build(align_argv(data_root, tmp_path, clip_path, f"TRAINER.ALIGN.{key}", value))
