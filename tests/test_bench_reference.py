@@ -238,10 +238,12 @@ def test_cpu_peak_memory_sees_a_freed_allocation_and_the_sampler_fallback(tmp_pa
     assert memory.method == "VmHWM after clear_refs reset"
     assert memory.as_dict()["peak_increase_bytes"] >= 0.9 * block_bytes
     monkeypatch.setattr(measure, "_CLEAR_REFS", str(tmp_path / "missing" / "clear_refs"))
-    # Garbage of earlier tests collected inside the window would lower RSS below its start value.
+    # RSS also moves with what the process frees meanwhile (about 12 MB seen after other tests in
+    # the same process): a larger block keeps that noise far below the 10% margin.
+    sampled_bytes = 4 * block_bytes
     measure.release_freed_heap()
     with measure.PeakMemory("cpu") as sampled:
-        block = torch.ones(block_bytes // 4)  # still alive at exit, where the sampler reads last
+        block = torch.ones(sampled_bytes // 4)  # still alive at exit, where the sampler reads last
     del block
     assert sampled.method.startswith("VmRSS sampled")
-    assert sampled.as_dict()["peak_increase_bytes"] >= 0.9 * block_bytes
+    assert sampled.as_dict()["peak_increase_bytes"] >= 0.9 * sampled_bytes
