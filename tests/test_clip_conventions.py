@@ -25,6 +25,7 @@ from clip.model import (
     VisionTransformer,
     build_model,
 )
+from tests.test_clip_coop_style import TextEncoder  # the CoOp-style trainer file's text encoder
 from tests.test_clip_model import images_for, open_clip_reference, randomized
 from tests.tiny_clip import tiny_resnet_state_dict, tiny_vit_state_dict
 
@@ -178,27 +179,6 @@ def test_a_replaced_attention_mask_is_honoured(model):
 
 
 # --- Encoders assembled from the modules, as CoOp-family trainer files do -----------------------
-class AssembledTextEncoder(nn.Module):
-    """The text tower as CoOp's TextEncoder runs it, on prompt embeddings (N, L, width)."""
-
-    def __init__(self, clip_model):
-        super().__init__()
-        self.transformer = clip_model.transformer
-        self.positional_embedding = clip_model.positional_embedding
-        self.ln_final = clip_model.ln_final
-        self.text_projection = clip_model.text_projection
-        self.dtype = clip_model.dtype
-
-    def forward(self, prompts, tokenized_prompts):
-        x = prompts + self.positional_embedding.type(self.dtype)
-        x = x.permute(1, 0, 2)  # NLD -> LND
-        x = self.transformer(x)
-        x = x.permute(1, 0, 2)  # LND -> NLD
-        x = self.ln_final(x).type(self.dtype)
-        eot = tokenized_prompts.argmax(dim=-1)  # the end-of-text token has the largest id
-        return x[torch.arange(x.shape[0]), eot] @ self.text_projection
-
-
 def assembled_image_encoder(visual, image):
     """The ViT tower step by step, as trainer files that add tokens to it do."""
     x = visual.conv1(image)  # (N, width, grid, grid)
@@ -223,7 +203,7 @@ def test_assembled_encoders_equal_encode_text_and_encode_image(model, storage):
     embedding = ours.token_embedding(text).type(ours.dtype)
     context = torch.randn(4, 128, generator=torch.Generator().manual_seed(3)).type(ours.dtype)
     prompts = torch.cat([embedding[:, :1], context.expand(len(TEXTS), -1, -1), embedding[:, 5:]], dim=1)
-    text_encoder = AssembledTextEncoder(ours)
+    text_encoder = TextEncoder(ours)
 
     assert torch.equal(text_encoder(embedding, text), ours.encode_text(text))
     assert torch.equal(text_encoder(prompts, text), ours.encode_text(text, prompt_embeddings=prompts))

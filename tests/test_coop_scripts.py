@@ -10,42 +10,15 @@ import sys
 
 import pytest
 
-from tools.toy_world import write_toy_world
+from tests.script_runs import REPO, run_script, small_toy_env
+from tests.script_runs import read_log as read
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 LEARNER = "prompt_learner"
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    root = tmp_path_factory.mktemp("scripts")
-    write_toy_world(str(root / "data"), 1, {"train": 4, "val": 1, "test": 2})
-    return dict(
-        os.environ,
-        PYTHON=sys.executable,
-        DATA=str(root / "data"),
-        OUTPUT=str(root / "output"),
-        SHOTS="4",
-        TOY="1",
-        OPTS="OPTIM.MAX_EPOCH 1 DATALOADER.TRAIN_X.BATCH_SIZE 32",
-        OMP_NUM_THREADS="1",
-        PYTHONUNBUFFERED="1",
-    )
-
-
-def run_script(script, *args, env, expect=0):
-    """``bash scripts/<script> args`` from the repository root: its stdout + stderr."""
-    result = subprocess.run(
-        ["bash", osp.join("scripts", script), *args], cwd=REPO, env=env, capture_output=True, text=True
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode == expect, output[-3000:]
-    return output
-
-
-def read(env, *parts):
-    with open(osp.join(env["OUTPUT"], *parts, "log.txt")) as f:
-        return f.read()
+    return small_toy_env(tmp_path_factory.mktemp("scripts"), train_per_class=4, shots=4, batch_size=32)
 
 
 @pytest.fixture(scope="module")

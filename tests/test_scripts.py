@@ -17,22 +17,14 @@ import sys
 import numpy as np
 import pytest
 
+from tests.script_runs import run_script
+
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 SETTING = ("shots_4", "ALIGN", "toy_clip")
 ZERO_SHOT_SETTING = ("shots_4", "ZeroshotCLIP", "toy_clip")
 LEARNER = "MultiModalPromptLearner"
 # One epoch of 4 shots per class, large batches: the scripts' plumbing, not the learning, is tested.
 TINY_OPTS = "OPTIM.MAX_EPOCH 1 DATALOADER.TRAIN_X.BATCH_SIZE 32"
-
-
-def run_script(script, *args, env, expect=0):
-    """Run ``bash scripts/<script> args`` from the repository root; return its stdout + stderr."""
-    result = subprocess.run(
-        ["bash", osp.join("scripts", script), *args], cwd=REPO, env=env, capture_output=True, text=True
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode == expect, output[-3000:]
-    return output
 
 
 @pytest.fixture(scope="module")
