@@ -16,7 +16,7 @@ PY := $(ENV_DIR)/bin/python
 RUNTIME_STAMP := $(ENV_DIR)/.align-runtime-stamp
 DEV_STAMP := $(ENV_DIR)/.align-dev-stamp
 
-.PHONY: test lint demo bench install clean-venv
+.PHONY: test lint methods demo bench install clean-venv
 
 $(PY):
 	$(PYTHON) -m venv $(ENV_DIR)
@@ -37,12 +37,17 @@ lint: $(DEV_STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
+# What each registered method (scripts/<method>/env.sh) still lacks: trainer, recipes, step
+# scripts, docs section, the methods tables (tools/methods.py). Like lint, it runs before pytest.
+methods: $(DEV_STAMP)
+	$(PY) -m tools.methods check
+
 # The suite runs in TEST_WORKERS processes (pytest-xdist), a test file per process: most of its
 # time is train.py subprocesses importing torch, so two files at once halve it on 2 cores. One
 # intra-op thread each: the tensors are tiny and the workers already use the cores.
 # pytest exits with 5 when it collected no tests: here that is a failure, not a pass.
 TEST_WORKERS ?= 2
-test: lint
+test: lint methods
 	@OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5): failing"; fi; \
 	exit $$rc

@@ -6,8 +6,8 @@
 # scripts run train.py with its toy recipe (TOY=1: configs/trainers/<Method>/toy_clip.yaml) for
 # its demo seeds, parse_test_res.py prints the comparison table (a row per method, the seeds
 # each used), and tools.demo_report checks the targets and draws OUTPUT/demo.png.
-# Environment: DEMO_METHODS (default: the methods of ALIGN's comparison, DEFAULT_METHODS below;
-# names as scripts/reproduce.sh takes),
+# Environment: DEMO_METHODS (default: every method whose env.sh sets DEMO_SEEDS, in the
+# registry's order; names as scripts/reproduce.sh takes),
 # DEMO_OUTPUT (default output/demo; the data goes to DEMO_OUTPUT/data), SEEDS (default: each
 # method's DEMO_SEEDS in its env.sh; a method without training always runs its own: it draws
 # nothing), PYTHON, OMP_NUM_THREADS (default 1). Runs whose results exist are skipped, so a second
@@ -23,8 +23,8 @@ unset CFG  # each method's own toy recipe
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 STARTED=$SECONDS
 
-# Zero-shot CLIP, the text-prompt and deep-prompt baselines (one seed each), ALIGN (three seeds).
-DEFAULT_METHODS="ZeroshotCLIP CoOp CoCoOp MaPLe IVLP VPT ALIGN"
+# The methods whose env.sh sets DEMO_SEEDS, in the registry's order (tools/methods.py).
+DEFAULT_METHODS=$("$PYTHON" -m tools.methods demo)
 DIRS=()
 for name in ${DEMO_METHODS:-$DEFAULT_METHODS}; do
     dir=$(method_dir "$name")

@@ -18,3 +18,9 @@ FEWSHOT_CFG_imagenet=vit_b16_c2_ep20_batch4_2ctx_xd
 
 TOY_CFG=toy_clip
 DEMO_SEEDS="1 2 3"
+
+# The methods table and make demo (tools/methods.py reads these):
+ORDER=100  # position in the tables and the demo
+DESCRIPTION="ALIGN"
+LEARNS="T = V = 4 coupled deep prompts: 3,582,720"
+DOCS=docs/method.md#align-what-the-model-computes

@@ -10,3 +10,9 @@ XD_CFG=vit_b16_c4_ep10_batch1_ctxv1
 
 TOY_CFG=toy_clip
 DEMO_SEEDS=1
+
+# The methods table and make demo (tools/methods.py reads these):
+ORDER=30  # position in the tables and the demo
+DESCRIPTION="CoCoOp"
+LEARNS="context + meta-net: 35,360"
+DOCS=docs/methods.md#cocoop-conditional-context-optimisation

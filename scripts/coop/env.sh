@@ -19,3 +19,9 @@ FEWSHOT_CFG_imagenet=vit_b16_ep50
 
 TOY_CFG=toy_clip
 DEMO_SEEDS=1
+
+# The methods table and make demo (tools/methods.py reads these):
+ORDER=20  # position in the tables and the demo
+DESCRIPTION="CoOp"
+LEARNS='text context: 8,192 (2,048 from "a photo of a")'
+DOCS=docs/methods.md#coop-context-optimisation

@@ -11,3 +11,9 @@ XD_CFG=vit_b16_c2_ep5_batch4_2+2ctx  # upstream has no cross-dataset recipe: the
 
 TOY_CFG=toy_clip
 DEMO_SEEDS=1
+
+# The methods table and make demo (tools/methods.py reads these):
+ORDER=60  # position in the tables and the demo
+DESCRIPTION="IVLP"
+LEARNS="independent deep prompts: 30,720"
+DOCS=docs/methods.md#ivlp-and-language-prompting

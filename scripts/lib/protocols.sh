@@ -211,13 +211,10 @@ protocol_main() {
 # Methods by name (reproduce.sh, demo.sh)
 # ------------------------------------------------------------------------------------------------
 
-# list_methods: "NAME FOLDER" for every scripts/<folder>/env.sh that sets METHOD.
+# list_methods: "NAME FOLDER" for every method, in the registry's order: the scripts/<folder>/env.sh
+# files that set METHOD, read by tools/methods.py (the one reader of the registry).
 list_methods() {
-    local env name
-    for env in "$REPO_ROOT"/scripts/*/env.sh; do
-        name=$(sed -n "s/^METHOD=[\"']\{0,1\}\([A-Za-z0-9_+-]*\).*/\1/p" "$env" | head -n 1)
-        if [ -n "$name" ]; then printf '%s %s\n' "$name" "$(dirname "$env")"; fi
-    done
+    "$PYTHON" -m tools.methods list
 }
 
 # method_dir NAME: the folder of the method called NAME (its METHOD or its folder name, in any

@@ -11,4 +11,9 @@ BASE2NEW_CFG=vit_b16_c2_ep5_batch4_4ctx_language_only
 XD_CFG=vit_b16_c2_ep5_batch4_4ctx_language_only  # upstream has no cross-dataset recipe: the base-to-new one
 
 TOY_CFG=toy_clip_language_only
-DEMO_SEEDS=1
+
+# The methods table and make demo (tools/methods.py reads these):
+ORDER=61  # position in the tables and the demo
+DESCRIPTION="language prompting"
+LEARNS="deep text prompts: 24,576"
+DOCS=docs/methods.md#ivlp-and-language-prompting

@@ -17,3 +17,9 @@ FEWSHOT_CFG_imagenet=vit_b16_c2_ep20_batch4_2ctx_fewshot
 
 TOY_CFG=toy_clip
 DEMO_SEEDS=1
+
+# The methods table and make demo (tools/methods.py reads these):
+ORDER=50  # position in the tables and the demo
+DESCRIPTION="MaPLe"
+LEARNS="coupled deep prompts: 3,555,072"
+DOCS=docs/methods.md#maple

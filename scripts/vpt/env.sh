@@ -10,3 +10,9 @@ XD_CFG=vit_b16_c2_ep5_batch4_4  # upstream has no cross-dataset recipe: the base
 
 TOY_CFG=toy_clip
 DEMO_SEEDS=1
+
+# The methods table and make demo (tools/methods.py reads these):
+ORDER=70  # position in the tables and the demo
+DESCRIPTION="VPT"
+LEARNS="deep visual prompts: 73,728"
+DOCS=docs/methods.md#vpt

@@ -12,3 +12,9 @@ XD_CFG=vit_b16
 
 TOY_CFG=toy_clip
 DEMO_SEEDS=1
+
+# The methods table and make demo (tools/methods.py reads these):
+ORDER=10  # position in the tables and the demo
+DESCRIPTION="zero-shot CLIP"
+LEARNS="nothing"
+DOCS=docs/methods.md#zero-shot-clip-zeroshotclip-and-zeroshotclip2

@@ -11,4 +11,9 @@ BASE2NEW_CFG=vit_b16
 XD_CFG=vit_b16
 
 TOY_CFG=toy_clip
-DEMO_SEEDS=1
+
+# The methods table and make demo (tools/methods.py reads these):
+ORDER=11  # position in the tables and the demo
+DESCRIPTION="zero-shot CLIP, 7 + 1 templates"
+LEARNS="nothing"
+DOCS=docs/methods.md#zero-shot-clip-zeroshotclip-and-zeroshotclip2
