@@ -137,7 +137,7 @@ def test_logits_equal_per_prompt_reference(
     )
     images = torch.randn(batch, 3, 32, 32, generator=torch.Generator().manual_seed(batch))
     with torch.no_grad():
-        logits, plan = model(images, return_plan=True)
+        logits, plan = model.transport(images)
 
     txt_global, txt_tokens, txt_mask = reference_text(model, CLASSNAMES, text_tokens)
     img_global, img_tokens = reference_image(model, images)
@@ -199,7 +199,7 @@ def test_gradients_reach_only_the_prompt_learner(tiny_clip):
     for param in model.clip.parameters():
         param.requires_grad_(False)
     images = torch.randn(2, 3, 32, 32)
-    logits, plan = model(images, return_plan=True)
+    logits, plan = model.transport(images)
     assert not plan.requires_grad
     F.cross_entropy(logits, torch.tensor([0, 2])).backward()
     for name, param in model.prompt_learner.named_parameters():
@@ -213,17 +213,16 @@ def test_plan_carries_no_gradient_into_the_logits(tiny_clip):
     img_global, img_tokens = model.encode_image(torch.randn(2, 3, 32, 32))
     img_global = img_global.detach().requires_grad_(True)
     text = model.encode_text()
-    from trainers.ot import hierarchical_ot_logits
+    from trainers.ot import hierarchical_ot
 
     scale = model.clip.logit_scale.exp().detach()
-    logits, plan = hierarchical_ot_logits(
+    logits, plan = hierarchical_ot(
         img_global,
         img_tokens.detach(),
         text.global_.detach(),
         text.tokens.detach(),
         text.token_mask,
         scale,
-        return_plan=True,
     )
     logits.sum().backward()
     expected = scale * torch.einsum("bcvt,ctd->bvd", plan, text.global_.detach())

@@ -13,7 +13,7 @@ from dassl.data import build_data_loader
 from dassl.data.transforms import build_transform
 from dassl.utils import CheckpointNotFoundError, set_random_seed
 from tests.engine_toys import build_from_argv as build
-from tests.engine_toys import make_toy_images, run_train_py, tiny_clip_argv
+from tests.engine_toys import run_train_py, tiny_clip_argv
 from tests.tiny_clip import save_tiny_clip
 from trainers.align import ALIGN, ALIGNCLIP, LEARNER_NAME, ALIGNSettings
 
@@ -21,12 +21,9 @@ REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    return str(make_toy_images(str(tmp_path_factory.mktemp("data"))))
-
-
-@pytest.fixture(scope="module")
 def clip_path(tmp_path_factory):
+    """A tiny CLIP whose vision width is its text width (64), unlike conftest's: the official-layout
+    checkpoints built here have 64-wide projections."""
     path = str(tmp_path_factory.mktemp("clip") / "tiny_clip.pt")
     save_tiny_clip(path, seed=1, vision_layers=3, transformer_layers=3)
     return path

@@ -176,4 +176,4 @@ def test_bad_settings_are_named(keys, message):
     for key, value in keys.items():
         cfg.TRAINER.COCOOP[key] = value
     with pytest.raises(ConfigError, match=message):
-        CoCoOp.check_cfg(None, cfg)
+        CoCoOp.check_cfg(cfg)

@@ -11,7 +11,7 @@ import torch
 import train
 from dassl.config import ConfigError
 from tests.engine_toys import build_from_argv as build
-from tests.engine_toys import make_toy_images, run_train_py, tiny_clip_argv
+from tests.engine_toys import run_train_py, tiny_clip_argv
 from tests.tiny_clip import save_tiny_clip
 from tools.toy_world import write_toy_world
 
@@ -25,11 +25,6 @@ LEARNED = [
     "meta_net.linear2.weight",
     "meta_net.linear2.bias",
 ]
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    return str(make_toy_images(str(tmp_path_factory.mktemp("data"))))
 
 
 @pytest.fixture(scope="module")

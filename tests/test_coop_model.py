@@ -203,5 +203,5 @@ def coop_cfg(**keys):
 )
 def test_bad_settings_are_named(keys, message):
     with pytest.raises(ConfigError, match=message):
-        CoOp.check_cfg(None, coop_cfg(**keys))
-    CoOp.check_cfg(None, coop_cfg(N_CTX=0, CTX_INIT="a photo"))  # CTX_INIT decides n
+        CoOp.check_cfg(coop_cfg(**keys))
+    CoOp.check_cfg(coop_cfg(N_CTX=0, CTX_INIT="a photo"))  # CTX_INIT decides n

@@ -13,7 +13,7 @@ import train
 from dassl.config import ConfigError
 from dassl.utils import set_random_seed
 from tests.engine_toys import build_from_argv as build
-from tests.engine_toys import make_toy_images, run_train_py, tiny_clip_argv
+from tests.engine_toys import run_train_py, tiny_clip_argv
 from tests.tiny_clip import save_tiny_clip
 from tools.toy_world import write_toy_world
 
@@ -21,11 +21,6 @@ REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 LEARNER = "prompt_learner"
 D_TEXT = 64  # the tiny CLIP's text width
 TOY_SPLITS = {"train": 4, "val": 1, "test": 2}  # images per class of the small toy world
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    return str(make_toy_images(str(tmp_path_factory.mktemp("data"))))
 
 
 @pytest.fixture(scope="module")

@@ -42,7 +42,7 @@ from dassl.config import ConfigError
 from dassl.data.samplers import ShardSampler
 from dassl.utils import LOCK_FILE_NAME, OutputDirInUseError, lock_output_dir, torchrun_session
 from dassl.utils import lock as lock_module
-from tests.engine_toys import CLASSNAMES, SPLIT_SIZES, make_toy_images, run_train_py, tiny_clip_argv, toy_argv
+from tests.engine_toys import CLASSNAMES, SPLIT_SIZES, run_train_py, tiny_clip_argv, toy_argv
 from tests.engine_toys import build_from_argv as build
 from tests.tiny_clip import save_tiny_clip
 from trainers.align import LEARNER_NAME
@@ -63,12 +63,9 @@ DISTRIBUTED_LINE = (
 
 
 @pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    return make_toy_images(str(tmp_path_factory.mktemp("data")))
-
-
-@pytest.fixture(scope="module")
 def clip_path(tmp_path_factory):
+    """A tiny CLIP whose vision width is its text width (64), unlike conftest's: the official-layout
+    checkpoints built here have 64-wide projections."""
     path = str(tmp_path_factory.mktemp("clip") / "tiny_clip.pt")
     save_tiny_clip(path, seed=1, vision_layers=3, transformer_layers=3)
     return path

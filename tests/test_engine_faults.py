@@ -19,11 +19,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OPTS = ("OPTIM.LR", "0.05", "OPTIM.MAX_EPOCH", "3")
 
 
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    return make_toy_images(str(tmp_path_factory.mktemp("data")))
-
-
 @pytest.fixture
 def run(monkeypatch):
     """train.py in-process (environment report stubbed); returns the exit status."""

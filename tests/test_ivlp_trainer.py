@@ -19,11 +19,10 @@ from tests.deep_prompt_runs import (
     one_process_group,  # noqa: F401  (a fixture)
     read_log,
     recipe_cfg,
-    save_clip,
     write_upstream_checkpoint,
 )
 from tests.engine_toys import build_from_argv as build
-from tests.engine_toys import make_toy_images, run_train_py
+from tests.engine_toys import run_train_py
 from tests.engine_toys import tiny_clip_argv as trainer_argv
 
 LEARNER = "VLPromptLearner"  # the upstream registered name: the checkpoint folder
@@ -57,16 +56,6 @@ def upstream_ivlp_shapes(n_text, depth_text, n_vision, depth_vision, d_text, d_v
     for k in range(1, depth_vision):
         shapes[f"image_encoder.transformer.resblocks.{k}.VPT_shallow"] = (n_vision, d_vision)
     return shapes
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    return str(make_toy_images(str(tmp_path_factory.mktemp("data"))))
-
-
-@pytest.fixture(scope="module")
-def clip_path(tmp_path_factory):
-    return save_clip(tmp_path_factory.mktemp("clip") / "tiny_clip.pt")
 
 
 def argv(data_root, output_dir, clip_path, *opts, extra_flags=()):

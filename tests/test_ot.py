@@ -14,6 +14,7 @@ from trainers import sinkhorn as solver
 from trainers.ot import (
     OTNumericalError,
     OTSettings,
+    hierarchical_ot,
     hierarchical_ot_logits,
     token_chunk_classes,
     token_transport_similarity,
@@ -117,7 +118,7 @@ def test_hierarchical_logits_match_oracle(
     settings = OTSettings(
         hierarchical=hierarchical, token_cost=token_cost, token_weight=weight, memory_budget_mb=budget
     )
-    logits, plan = hierarchical_ot_logits(**x, settings=settings, return_plan=True)
+    logits, plan = hierarchical_ot(**x, settings=settings)
     assert logits.dtype == plan.dtype == torch.float32
     assert logits.shape == (batch, classes) and plan.shape == (batch, classes, prompts, prompts)
     assert (plan.double() - expected_plan).abs().max().item() <= PLAN_ATOL
@@ -164,7 +165,7 @@ def test_tiny_memory_budget_chunks_classes_with_identical_results(monkeypatch):
 def test_half_precision_inputs_give_float32_results(dtype):
     x = _inputs(50, 2, 3, 2)
     half = {name: t.to(dtype) if t.is_floating_point() else t for name, t in x.items()}
-    logits, plan = hierarchical_ot_logits(**half, return_plan=True)
+    logits, plan = hierarchical_ot(**half)
     assert logits.dtype == plan.dtype == torch.float32
     expected, expected_plan, _ = reference_logits(
         **half, eps=0.1, max_iter=100, thresh=0.01, hierarchical=True, token_cost="similarity", token_weight=1.0
@@ -189,7 +190,7 @@ def test_gradients_reach_global_features_but_not_through_the_plan():
     x = _inputs(60, 3, 4, 2)
     for name in ("img_global", "txt_global", "img_tokens", "txt_tokens", "logit_scale"):
         x[name].requires_grad_(True)
-    logits, plan = hierarchical_ot_logits(**x, return_plan=True)
+    logits, plan = hierarchical_ot(**x)
     assert logits.requires_grad and not plan.requires_grad
     upstream = torch.randn(logits.shape, generator=torch.Generator().manual_seed(0)).to(DEVICE)
     (logits * upstream).sum().backward()

@@ -18,7 +18,6 @@ from tests.engine_toys import (
     SPLIT_SIZES,
     ToyLinearProbe,
     align_lr,
-    make_toy_images,
     run_train_py,
     toy_argv,
 )
@@ -45,11 +44,6 @@ class FakeTerminal:
 
     def isatty(self):
         return True
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    return make_toy_images(str(tmp_path_factory.mktemp("data")))
 
 
 @pytest.fixture

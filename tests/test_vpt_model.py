@@ -66,7 +66,7 @@ def test_the_fixed_text_is_encoded_once(monkeypatch):
     second = model(images)
     assert len(calls) == 1
     torch.testing.assert_close(first, second, rtol=0, atol=0)
-    assert not model._fixed_text.requires_grad
+    assert not model.fixed_text.get(model.clip).requires_grad
 
 
 def test_vit_b16_count():

@@ -18,11 +18,10 @@ from tests.deep_prompt_runs import (
     one_process_group,  # noqa: F401  (a fixture)
     read_log,
     recipe_cfg,
-    save_clip,
     write_upstream_checkpoint,
 )
 from tests.engine_toys import build_from_argv as build
-from tests.engine_toys import make_toy_images, run_train_py
+from tests.engine_toys import run_train_py
 from tests.engine_toys import tiny_clip_argv as trainer_argv
 
 LEARNER = "prompt_learner"  # the upstream registered name: the checkpoint folder
@@ -46,16 +45,6 @@ def upstream_vpt_shapes(n_ctx, depth, d_text, d_vision):
     for k in range(1, depth):
         shapes[f"image_encoder.transformer.resblocks.{k}.VPT_shallow"] = (n_ctx, d_vision)
     return shapes
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    return str(make_toy_images(str(tmp_path_factory.mktemp("data"))))
-
-
-@pytest.fixture(scope="module")
-def clip_path(tmp_path_factory):
-    return save_clip(tmp_path_factory.mktemp("clip") / "tiny_clip.pt")
 
 
 def argv(data_root, output_dir, clip_path, *opts, extra_flags=()):
@@ -112,7 +101,9 @@ def test_trains_through_ddp(one_process_group, data_root, clip_path, tmp_path): 
 def test_bf16_on_the_cpu(data_root, clip_path, tmp_path, monkeypatch):
     trainer = build(argv(data_root, tmp_path, clip_path, "TRAINER.VPT.PREC", "bf16"))
     check_bf16_step_and_evaluation(trainer, monkeypatch)
-    assert trainer.model._fixed_text.dtype == torch.float32  # the fixed text is encoded outside autocast
+    assert (
+        trainer.model.fixed_text.get(trainer.model.clip).dtype == torch.float32
+    )  # the fixed text is encoded outside autocast
 
 
 def test_base_to_new_on_the_toy_world(tmp_path):

@@ -119,7 +119,7 @@ def transport_plans(data_root, align_setting, output_dir):
         if len(items) == PLAN_IMAGES:
             break
     batch = torch.stack([trainer.dm.test_loader.dataset.transform(read_image(item.impath)) for item in items])
-    _, plans = trainer.model(batch.to(trainer.device), return_plan=True)  # (N, C, V, T)
+    plans = trainer.model.transport(batch.to(trainer.device)).plan  # (N, C, V, T)
     labels = torch.tensor([item.label for item in items])
     return [item.impath for item in items], [item.classname for item in items], plans[torch.arange(len(items)), labels]
 

@@ -1,29 +1,35 @@
 """Prompt-learning methods on a frozen CLIP; importing this package registers the trainers.
 
-- ``align``: ALIGN (registered as "ALIGN" and, with the official config keys, "MMP").
-- ``zsclip``: zero-shot CLIP ("ZeroshotCLIP", and "ZeroshotCLIP2" with a template ensemble), the
-  baseline of every protocol.
-- ``coop`` ("CoOp") and ``cocoop`` ("CoCoOp"): learned text context, without and with an
-  image-conditioned shift.
-- ``maple`` ("MaPLe"), ``ivlp`` ("IVLP", also "language prompting") and ``vpt`` ("VPT"): the
-  deep-prompt baselines; ``deep_prompts``: their learned prompt modules (ALIGN's learner is
-  MaPLe's coupled one with T prompts).
-- ``base``: ``PromptTrainer``, the trainer plumbing every prompt-learning method shares;
-  ``prompting``: the model-side shared pieces (sentences, contexts, the text cache);
-  ``checkpoints``: loading learned prompts (this project's files and upstream full models);
-  ``backbone``: the frozen CLIP named by MODEL.BACKBONE.
-- ``ot`` (hierarchical OT) and ``sinkhorn`` (the batched solver): pure tensor code.
+Every module of this package is imported here, so a method is discovered, not listed: a new
+``trainers/<method>.py`` that registers its trainer (``@TRAINER_REGISTRY.register()``) and
+defines ``add_config(cfg)`` (its ``TRAINER.<NODE>`` node, a comment per key) needs no other file
+edited. Its scripts, recipes and docs are registered by ``scripts/<method>/env.sh``
+(``tools/methods.py``); docs/adding_a_method.md walks through a method.
 
-A method module that has config keys defines ``add_config(cfg)``, which adds its
-``TRAINER.<NODE>`` node; ``add_method_configs`` (called by train.py) adds them all.
+The methods: ``align`` (ALIGN, and its official name MMP), ``zsclip`` (zero-shot CLIP), ``coop``,
+``cocoop``, ``maple``, ``ivlp`` (IVLP and language prompting), ``vpt`` and the others beside
+them. The shared pieces: ``base`` (``PromptTrainer``: the training step, its loss and gradient
+hooks, precision, DDP, checkpoints), ``prompting`` (sentences, contexts, the prompted model and
+its training output), ``text`` (templates, frozen class text features, CoOp's context rules),
+``deep_prompts`` (deep prompt modules), ``checkpoints`` (loading learned prompts), ``backbone``
+(the frozen CLIP), ``ot`` and ``sinkhorn`` (optimal transport, pure tensor code).
 """
 
-from . import align, cocoop, coop, ivlp, maple, vpt, zsclip
+import importlib
+import pkgutil
 
-METHOD_MODULES = (align, coop, cocoop, maple, ivlp, vpt)
+
+def _import_all_modules():
+    """Import every module of the package (registering its trainers); the method modules, i.e.
+    those with an ``add_config``, in name order."""
+    modules = [importlib.import_module(f"{__name__}.{info.name}") for info in pkgutil.iter_modules(__path__)]
+    return tuple(sorted((m for m in modules if hasattr(m, "add_config")), key=lambda m: m.__name__))
+
+
+METHOD_MODULES = _import_all_modules()
 
 
 def add_method_configs(cfg):
-    """Add every method's TRAINER.<NODE> config node(s) to ``cfg``."""
+    """Add every method's config node(s) to ``cfg`` (``add_config`` of each method module)."""
     for module in METHOD_MODULES:
         module.add_config(cfg)

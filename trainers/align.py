@@ -21,7 +21,7 @@ from dassl.engine import TRAINER_REGISTRY
 
 from .base import PromptTrainer, check_method_keys
 from .deep_prompts import MAX_INIT_WORDS_CONTEXT, CoupledPromptLearner, context_prefix
-from .ot import OTNumericalError, OTSettings, OTSettingsError, hierarchical_ot_logits
+from .ot import OTNumericalError, OTSettings, OTSettingsError, hierarchical_ot
 from .prompting import PromptedCLIP
 
 TEXT_TOKEN_MODES = ("reference", "per_prompt")
@@ -227,11 +227,12 @@ class ALIGNCLIP(PromptedCLIP):
         tokens = F.normalize(tokens, dim=-1).view(n_images, n_prompts, tokens.shape[1], -1)
         return tokens[:, :, 0], tokens[:, :, 1:]
 
-    def forward(self, image, return_plan=False):
-        """image: (B, 3, R, R) -> logits (B, C) float32 [, prompt-level plan (B, C, V, T)]."""
+    def transport(self, image):
+        """image: (B, 3, R, R) -> ``Transport``: logits (B, C) float32 and the prompt-level plan
+        (B, C, V, T) (trainers/ot.py)."""
         img_global, img_tokens = self.encode_image(image)
         text = self.text_features()
-        return hierarchical_ot_logits(
+        return hierarchical_ot(
             img_global,
             img_tokens,
             text.global_,
@@ -239,8 +240,11 @@ class ALIGNCLIP(PromptedCLIP):
             text.token_mask,
             self.clip.logit_scale.exp(),
             self.settings.ot,
-            return_plan=return_plan,
         )
+
+    def forward(self, image):
+        """image: (B, 3, R, R) -> logits (B, C) float32."""
+        return self.transport(image).logits
 
 
 @TRAINER_REGISTRY.register()
@@ -268,10 +272,10 @@ class ALIGN(PromptTrainer):
         )
         return ALIGNCLIP(s, classnames, clip_model)
 
-    def logits(self, model, image, stage):
+    def run_model(self, model, image, stage):
         """As PromptTrainer's; a non-finite OT names the batch (epoch, batch, first image)."""
         try:
-            return super().logits(model, image, stage)
+            return super().run_model(model, image, stage)
         except OTNumericalError as err:
             paths = list(self.batch_paths)
             batch = self.batch_idx + 1 if stage == "training" else "?"

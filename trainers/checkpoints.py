@@ -15,7 +15,7 @@ CLASS_BUFFERS = ("token_prefix", "token_suffix")
 FULL_MODEL_PREFIX = "prompt_learner."
 
 
-def learned_state(state_dict, upstream_keys=None):
+def learned_state(state_dict, upstream_keys=None, ignored=()):
     """The learner's entries of a checkpoint state dict, as {learner key: tensor}.
 
     Args:
@@ -24,14 +24,18 @@ def learned_state(state_dict, upstream_keys=None):
         upstream_keys: optional function mapping a full-model key outside ``prompt_learner.`` to a
             learner key, or None for a frozen entry (methods whose upstream keeps prompts inside
             the CLIP blocks, e.g. IVLP's ``...resblocks.{k}.VPT_shallow``).
+        ignored: prefixes of learner keys that upstream files carry but the method does not learn
+            (KgCoOp's unused ``bias_vectors`` and ``meta_net.``, PromptSRC's second image tower
+            ``ZS_image_encoder.``); such entries are left out.
     Returns:
-        (state, frozen): the learned entries without the class-dependent buffers, and the number
-        of frozen entries of a full-model file that were left out (0 for this project's files).
+        (state, frozen, dropped): the learned entries without the class-dependent buffers, the
+        number of frozen entries of a full-model file that were left out (0 for this project's
+        files), and the sorted keys left out because of ``ignored``.
     """
     full_model = any(key.startswith(FULL_MODEL_PREFIX) for key in state_dict) or (
         upstream_keys is not None and any(upstream_keys(key) is not None for key in state_dict)
     )
-    state, frozen = {}, 0
+    state, frozen, dropped = {}, 0, []
     for key, value in state_dict.items():
         if full_model:
             if key.startswith(FULL_MODEL_PREFIX):
@@ -41,9 +45,11 @@ def learned_state(state_dict, upstream_keys=None):
                 if key is None:
                     frozen += 1
                     continue
-        if key not in CLASS_BUFFERS:
+        if key.startswith(tuple(ignored)):
+            dropped.append(key)
+        elif key not in CLASS_BUFFERS:
             state[key] = value
-    return state, frozen
+    return state, frozen, sorted(dropped)
 
 
 def load_learned_state(learner, state, source, config_keys):
@@ -79,18 +85,22 @@ def load_learned_state(learner, state, source, config_keys):
     learner.load_state_dict(state)
 
 
-def load_learned_weights(learner, path, config_keys, upstream_keys=None):
+def load_learned_weights(learner, path, config_keys, upstream_keys=None, ignored=()):
     """Load the learned tensors of the checkpoint file ``path`` into ``learner``; returns its epoch.
 
     ``path`` is a file written by this project or by the upstream code (see ``learned_state``).
-    Prints which file was loaded, and how many frozen entries of a full-model file were ignored.
+    Prints how many frozen entries of a full-model file, and which ``ignored`` entries, were left
+    out.
     """
     checkpoint = load_checkpoint(path)
     state_dict = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state_dict, dict):
         raise ConfigError(f'"{path}" is not a model checkpoint (expected a dict with a "state_dict")')
-    state, frozen = learned_state(state_dict, upstream_keys)
+    state, frozen, dropped = learned_state(state_dict, upstream_keys, ignored)
     if frozen:
         print(f"Official full-model checkpoint: ignoring {frozen} frozen CLIP entries")
+    if dropped:
+        shown = ", ".join(dropped[:4]) + (f" and {len(dropped) - 4} more" if len(dropped) > 4 else "")
+        print(f"Upstream checkpoint: ignoring {len(dropped)} entries the method does not learn ({shown})")
     load_learned_state(learner, state, f'"{path}"', config_keys)
     return checkpoint.get("epoch")

@@ -15,14 +15,12 @@ from collections import OrderedDict
 import torch
 import torch.nn.functional as F
 from torch import nn
-from yacs.config import CfgNode as CN
 
-from dassl.config import ConfigError
 from dassl.engine import TRAINER_REGISTRY
 
-from .base import PromptTrainer
-from .coop import check_common_keys, context_from_config
+from .base import PromptTrainer, method_node
 from .prompting import PromptedCLIP, class_sentences, random_context, register_sentence_buffers
+from .text import check_context_keys, context_from_words
 
 # Activations of one text-tower position, in units of the width: residual stream, LayerNorm
 # output, q/k/v, attention output and the 4x-wide MLP hidden layer before and after its GELU.
@@ -31,15 +29,15 @@ ACTIVATIONS_PER_POSITION = 16
 
 def add_config(cfg):
     """TRAINER.COCOOP with the official defaults, and the chunking budget."""
-    cfg.TRAINER.COCOOP = CN()
-    cfg.TRAINER.COCOOP.N_CTX = 16  # context tokens (ignored when CTX_INIT is set: its word count wins)
-    cfg.TRAINER.COCOOP.CTX_INIT = ""  # words that initialise the context, e.g. "a photo of a" ("" = random)
-    cfg.TRAINER.COCOOP.PREC = "fp16"  # fp16 (the official recipe, GPU) | fp32 | amp | bf16; CPU: fp16/amp -> fp32
+    node = method_node(cfg, "COCOOP")
+    node.N_CTX = 16  # context tokens (ignored when CTX_INIT is set: its word count wins)
+    node.CTX_INIT = ""  # words that initialise the context, e.g. "a photo of a" ("" = random)
+    node.PREC = "fp16"  # fp16 (the official recipe, GPU) | fp32 | amp | bf16; CPU: fp16/amp -> fp32
     # Memory budget (MB) of one text-tower call: the B x C image-conditioned sentences of a batch
     # are encoded in chunks whose estimated activations fit (a 100-image test batch on ImageNet's
     # 1000 classes is 100,000 sentences). Results do not depend on it. It bounds evaluation; in
     # training autograd keeps every chunk's activations until the backward pass.
-    cfg.TRAINER.COCOOP.TEXT_MEMORY_MB = 1024.0
+    node.TEXT_MEMORY_MB = 1024.0
 
 
 def text_rows_per_chunk(memory_mb, length, width, element_size):
@@ -70,7 +68,7 @@ class CoCoOpPromptLearner(nn.Module):
         dtype = clip_model.dtype
         d_text = clip_model.ln_final.weight.shape[0]
         d_image = clip_model.visual.output_dim
-        context = context_from_config(clip_model, n_ctx, ctx_init)
+        context = context_from_words(clip_model, n_ctx, ctx_init)
         self.prefix, self.n_ctx = context.prefix, context.n_ctx
         ctx = random_context(self.n_ctx, d_text, dtype=dtype) if context.words is None else context.words.to(dtype)
         print(f'Initial context: "{self.prefix}"')
@@ -150,11 +148,10 @@ class CoCoOp(PromptTrainer):
     LEARNER_NAME = "prompt_learner"
     CHECKPOINT_KEYS = ("N_CTX", "CTX_INIT")
 
-    def check_cfg(self, cfg):
-        node = cfg.TRAINER.COCOOP
-        check_common_keys(node, "TRAINER.COCOOP")
-        if not node.TEXT_MEMORY_MB > 0:
-            raise ConfigError(f"TRAINER.COCOOP.TEXT_MEMORY_MB = {node.TEXT_MEMORY_MB!r} is invalid: expected > 0")
+    @classmethod
+    def check_cfg(cls, cfg):
+        node = cls.node_of(cfg)
+        check_context_keys(node, cls.node_path(), [("TEXT_MEMORY_MB", node.TEXT_MEMORY_MB > 0, "> 0")])
 
     def build_prompted_model(self, clip_model, classnames):
         node = self.method_cfg

@@ -9,73 +9,40 @@ CLIP is frozen. Behaviour of the official trainer (docs/methods.md):
   first n tokens and makes the context unified (``CSC`` is then ignored).
 - ``CLASS_TOKEN_POSITION`` puts the class name at the end, in the middle, or at the front.
 
-Parts: ``context_from_config`` (shared with CoCoOp), ``CoOpPromptLearner`` (the learned tensor and
-the class buffers), ``CoOpCLIP`` (the frozen CLIP with the prompts: logits) and the ``CoOp``
-trainer (registered name "CoOp", checkpoint folder ``prompt_learner``).
+Parts: ``CoOpPromptLearner`` (the learned tensor and the class buffers), ``CoOpCLIP`` (the frozen
+CLIP with the prompts: logits) and the ``CoOp`` trainer (registered name "CoOp", checkpoint folder
+``prompt_learner``). The context rule, shared with CoCoOp, is in ``trainers/text.py``.
 """
-
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from yacs.config import CfgNode as CN
 
 import clip
-from dassl.config import ConfigError
+from dassl.config import accept_switch_for_text
 from dassl.engine import TRAINER_REGISTRY
 
-from .base import PromptTrainer, check_method_keys
-from .prompting import PromptedCLIP, class_sentences, random_context, register_sentence_buffers, word_context
+from .base import PromptTrainer, method_node
+from .prompting import PromptedCLIP, class_sentences, random_context, register_sentence_buffers
+from .text import check_context_keys, context_from_words, initial_words
 
 CLASS_TOKEN_POSITIONS = ("end", "middle", "front")
+# The words CTX_INIT True stands for (KgCoOp's and ProGrad's configs write the bool).
+SWITCH_WORDS = "a photo of a"
 
 
 def add_config(cfg):
-    """TRAINER.COOP with the official defaults (ZeroshotCLIP reads its PREC too)."""
-    cfg.TRAINER.COOP = CN()
-    cfg.TRAINER.COOP.N_CTX = 16  # context tokens (ignored when CTX_INIT is set: its word count wins)
-    cfg.TRAINER.COOP.CSC = False  # True: one context per class (ignored when CTX_INIT is set)
-    cfg.TRAINER.COOP.CTX_INIT = ""  # words that initialise the context, e.g. "a photo of a" ("" = random)
-    cfg.TRAINER.COOP.PREC = "fp16"  # fp16 (the official recipe, GPU) | fp32 | amp | bf16; CPU: fp16/amp -> fp32
-    cfg.TRAINER.COOP.CLASS_TOKEN_POSITION = "end"  # where the class name goes: end, middle or front
-
-
-def check_common_keys(node, where):
-    """Validate N_CTX and PREC of a CoOp-style node; raises ConfigError naming the key."""
-    has_words = bool(node.CTX_INIT.replace("_", " ").strip())
-    check_method_keys(where, node, [("N_CTX", has_words or node.N_CTX >= 1, ">= 1 (or words in CTX_INIT)")])
-
-
-@dataclass(frozen=True)
-class Context:
-    """How a CoOp-style context starts.
-
-    prefix: the text in front of the class name in the tokenised sentences ("X X ..." or the
-        CTX_INIT words); it reserves the context positions 1..n.
-    n_ctx: n, the number of learned context tokens.
-    words: the initial (n_ctx, d_t) float32 vectors (embeddings of the first n tokens of CTX_INIT),
-        or None for a random start.
-    """
-
-    prefix: str
-    n_ctx: int
-    words: torch.Tensor | None
-
-
-def context_from_config(clip_model, n_ctx, ctx_init):
-    """The official context rule shared by CoOp and CoCoOp.
-
-    With CTX_INIT words (underscores read as spaces), n is their number and the context starts
-    from the embeddings of the first n tokens of the words; a word that splits into several BPE
-    tokens leaves the last tokens as fixed words after the context. Without, n = N_CTX and the
-    sentences read "X X ... {class}." (one placeholder token per context position).
-    """
-    words = ctx_init.replace("_", " ").strip()
-    if not words:
-        return Context(prefix=" ".join(["X"] * n_ctx), n_ctx=n_ctx, words=None)
-    n_words = len(words.split())
-    return Context(prefix=words, n_ctx=n_words, words=word_context(clip_model, words, n_words))
+    """TRAINER.COOP with the official defaults (ZeroshotCLIP reads its PREC; KgCoOp and ProGrad
+    add their keys to this node, as upstream)."""
+    node = method_node(cfg, "COOP")
+    node.N_CTX = 16  # context tokens (ignored when CTX_INIT is set: its word count wins)
+    node.CSC = False  # True: one context per class (ignored when CTX_INIT is set)
+    # Words that initialise the context, e.g. "a photo of a" ("" or False = random); True (a bool,
+    # as KgCoOp's and ProGrad's configs write it) = the method's own words ("a photo of a" for CoOp)
+    node.CTX_INIT = ""
+    accept_switch_for_text("TRAINER.COOP.CTX_INIT")
+    node.PREC = "fp16"  # fp16 (the official recipe, GPU) | fp32 | amp | bf16; CPU: fp16/amp -> fp32
+    node.CLASS_TOKEN_POSITION = "end"  # where the class name goes: end, middle or front
 
 
 def name_lengths(classnames):
@@ -116,7 +83,7 @@ class CoOpPromptLearner(nn.Module):
         super().__init__()
         dtype = clip_model.dtype
         d_text = clip_model.ln_final.weight.shape[0]
-        context = context_from_config(clip_model, n_ctx, ctx_init)
+        context = context_from_words(clip_model, n_ctx, ctx_init)
         self.prefix, self.n_ctx = context.prefix, context.n_ctx
         self.class_token_position = class_token_position
         if context.words is not None:
@@ -179,14 +146,13 @@ class CoOp(PromptTrainer):
     LEARNER_NAME = "prompt_learner"
     CHECKPOINT_KEYS = ("N_CTX", "CTX_INIT", "CSC")
 
-    def check_cfg(self, cfg):
-        node = cfg.TRAINER.COOP
-        check_common_keys(node, "TRAINER.COOP")
-        if node.CLASS_TOKEN_POSITION not in CLASS_TOKEN_POSITIONS:
-            raise ConfigError(
-                f"TRAINER.COOP.CLASS_TOKEN_POSITION = {node.CLASS_TOKEN_POSITION!r} is invalid: "
-                f"expected one of {CLASS_TOKEN_POSITIONS}"
-            )
+    @classmethod
+    def check_cfg(cls, cfg):
+        node = cls.node_of(cfg)
+        position_ok = node.CLASS_TOKEN_POSITION in CLASS_TOKEN_POSITIONS
+        check_context_keys(
+            node, cls.node_path(), [("CLASS_TOKEN_POSITION", position_ok, f"one of {CLASS_TOKEN_POSITIONS}")]
+        )
 
     def build_prompted_model(self, clip_model, classnames):
         node = self.method_cfg
@@ -195,7 +161,7 @@ class CoOp(PromptTrainer):
             classnames,
             clip_model,
             n_ctx=node.N_CTX,
-            ctx_init=node.CTX_INIT,
+            ctx_init=initial_words(node.CTX_INIT, SWITCH_WORDS),
             csc=node.CSC,
             class_token_position=node.CLASS_TOKEN_POSITION,
         )

@@ -19,6 +19,7 @@ describes the computation and its switches.
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -29,6 +30,8 @@ __all__ = [
     "OTNumericalError",
     "OTSettings",
     "OTSettingsError",
+    "Transport",
+    "hierarchical_ot",
     "hierarchical_ot_logits",
     "token_chunk_classes",
     "token_transport_similarity",
@@ -81,7 +84,21 @@ class OTSettingsError(ValueError):
         self.field = field
 
 
+class Transport(NamedTuple):
+    """The result of ``hierarchical_ot``: logits (B, C) and the prompt-level plan (B, C, V, T)."""
+
+    logits: torch.Tensor
+    plan: torch.Tensor
+
+
 def hierarchical_ot_logits(
+    img_global, img_tokens, txt_global, txt_tokens, txt_token_mask, logit_scale, settings=OTSettings()
+):
+    """The logits (B, C) of ``hierarchical_ot`` (same arguments), without the plan."""
+    return hierarchical_ot(img_global, img_tokens, txt_global, txt_tokens, txt_token_mask, logit_scale, settings).logits
+
+
+def hierarchical_ot(
     img_global,
     img_tokens,
     txt_global,
@@ -89,8 +106,6 @@ def hierarchical_ot_logits(
     txt_token_mask,
     logit_scale,
     settings=OTSettings(),
-    *,
-    return_plan=False,
 ):
     """ALIGN's logits: the prompt-level OT whose cost includes the token-level OT.
 
@@ -102,17 +117,16 @@ def hierarchical_ot_logits(
         txt_token_mask: (C, T, L) bool, True = a real token (None if not hierarchical).
         logit_scale: one-element tensor, the already exponentiated scale.
         settings: OTSettings.
-        return_plan: also return the prompt-level plan.
     Returns:
-        logits: (B, C) float32, logit_scale * sum_{v,t}(plan * sim), differentiable w.r.t.
-        img_global, txt_global and logit_scale (never through the plan);
-        and, if return_plan, plan: (B, C, V, T) float32 without gradient.
+        ``Transport(logits, plan)``: logits (B, C) float32, logit_scale * sum_{v,t}(plan * sim),
+        differentiable w.r.t. img_global, txt_global and logit_scale (never through the plan);
+        plan (B, C, V, T) float32 without gradient.
     Raises:
         OTNumericalError: NaN/inf in an input (the message names it).
         ValueError: bad shapes.
     """
     sizes, token_ends = _check_inputs(
-        "hierarchical_ot_logits", img_global, img_tokens, txt_global, txt_tokens, txt_token_mask, logit_scale, settings
+        "hierarchical_ot", img_global, img_tokens, txt_global, txt_tokens, txt_token_mask, logit_scale, settings
     )
     with autocast_off(img_global.device):
         sim = torch.einsum("bvd,ctd->bcvt", img_global.float(), txt_global.float())
@@ -122,7 +136,7 @@ def hierarchical_ot_logits(
             cost = cost + settings.token_weight * (s_tok if settings.token_cost == "similarity" else 1.0 - s_tok)
         plan = _prompt_level_plan(cost, settings)
         logits = logit_scale.float().reshape(()) * torch.einsum("bcvt,bcvt->bc", plan, sim)
-    return (logits, plan) if return_plan else logits
+    return Transport(logits, plan)
 
 
 def token_transport_similarity(img_tokens, txt_tokens, txt_token_mask, settings=OTSettings()):

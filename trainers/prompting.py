@@ -7,9 +7,12 @@
 - ``random_context`` and ``word_context``: the two ways a learned context starts.
 - ``PromptedCLIP``: a frozen CLIP plus a method's ``prompt_learner``; text features that do not
   depend on the image are computed once per evaluation inside ``cached_text_features()``.
+- ``LossTerm`` and ``TrainingOutput``: what a training forward returns when its method adds loss
+  terms to the cross-entropy (the shared step in ``trainers/base.py`` sums and logs them).
 """
 
 import contextlib
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -63,10 +66,35 @@ def word_context(clip_model, text, n_ctx):
     return clip_model.token_embedding(ids)[0, 1 : 1 + n_ctx].float()
 
 
+@dataclass
+class LossTerm:
+    """One named term of a training loss.
+
+    value: a scalar tensor (differentiable w.r.t. the learned tensors).
+    weight: its factor in the optimised loss; 0 = computed and logged but not optimised (e.g. a
+        term whose gradient a method only uses to alter the update: ProGrad).
+    """
+
+    value: torch.Tensor
+    weight: float = 1.0
+
+
+@dataclass
+class TrainingOutput:
+    """What a prompted model's ``forward(image)`` returns in training mode when its method adds
+    loss terms: the logits (B, C) and the extra terms by name, e.g. ``{"loss_kg": LossTerm(s, 8.0)}``.
+    The shared step adds the cross-entropy of the logits as ``loss_ce``. Outside a training step
+    (``PromptedCLIP.training_step`` False: evaluation) a forward returns the logits alone."""
+
+    logits: torch.Tensor
+    terms: dict = field(default_factory=dict)
+
+
 class PromptedCLIP(nn.Module):
     """A frozen CLIP (``clip``) with a method's learned prompts (``prompt_learner``).
 
-    ``forward(image) -> logits (B, C)``. A method whose text side does not depend on the image
+    ``forward(image) -> logits (B, C)``; in a training step (``training_step``) a method with extra
+    loss terms returns a ``TrainingOutput`` instead. A method whose text side does not depend on the image
     implements ``encode_text()`` (the text features of all classes, in whatever structure its
     forward uses) and gets them through ``text_features()``, which reuses one computation for
     everything run inside ``cached_text_features()`` (an evaluation).
@@ -78,6 +106,13 @@ class PromptedCLIP(nn.Module):
         self.clip = clip_model
         self._text_cache_enabled = False
         self._text_cache = None
+
+    @property
+    def training_step(self):
+        """True while training: the engine switches the registered learner between train and eval
+        mode (``set_model_mode``), never the frozen CLIP (its ResNet BatchNorms stay in eval mode),
+        so a forward that adds loss terms asks the learner."""
+        return self.prompt_learner.training
 
     @property
     def dtype(self):

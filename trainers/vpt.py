@@ -15,19 +15,18 @@ float32); the fixed text features are computed once on the training device inste
 time on the CPU. Upstream full-model checkpoints load through ``VPT.upstream_keys``.
 """
 
-import torch
 import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
-import clip
 from dassl.engine import TRAINER_REGISTRY
 
 from .base import PromptTrainer, check_method_keys
 from .deep_prompts import VisualPrompts, upstream_block_prompt_key
-from .prompting import PromptedCLIP, class_sentences
+from .prompting import PromptedCLIP
+from .text import FrozenTextFeatures, ensemble_text_features
 
 LEARNER_NAME = "prompt_learner"
-FIXED_PREFIX = "a photo of a"  # the text of every class, whatever the dataset and CTX_INIT
+FIXED_TEMPLATE = "a photo of a {}."  # the text of every class, whatever the dataset and CTX_INIT
 
 
 def add_config(cfg):
@@ -60,21 +59,12 @@ class VPTCLIP(PromptedCLIP):
     def __init__(self, clip_model, classnames, n_ctx, depth):
         learner = VisualPrompts(clip_model, n_ctx, depth, "TRAINER.VPT.PROMPT_DEPTH_VISION")
         super().__init__(clip_model, learner)
-        sentences = class_sentences(classnames, [FIXED_PREFIX])
-        self.register_buffer("tokenized", clip.tokenize(sentences), persistent=False)  # (C, 77)
-        self._fixed_text = None
+        self.fixed_text = FrozenTextFeatures(lambda clip: ensemble_text_features(clip, [FIXED_TEMPLATE], classnames))
 
     def encode_text(self):
-        """(C, D) L2-normalised features of "a photo of a {class}." by the unprompted text tower.
-
-        They never change, so they are computed once (on the device the model is on, outside any
-        autocast: the tower's storage dtype decides their precision) and reused.
-        """
-        device = self.tokenized.device
-        if self._fixed_text is None or self._fixed_text.device != device:
-            with torch.no_grad(), torch.autocast(device.type, enabled=False):
-                self._fixed_text = F.normalize(self.clip.encode_text(self.tokenized), dim=-1)
-        return self._fixed_text
+        """(C, D) L2-normalised features of "a photo of a {class}." by the unprompted text tower,
+        computed once (``trainers.text.FrozenTextFeatures``: on the model's device, outside autocast)."""
+        return self.fixed_text.get(self.clip)
 
     def forward(self, image):
         """image: (B, 3, R, R) -> logits (B, C) = exp(logit_scale) * cosine similarities."""
@@ -104,6 +94,6 @@ class VPT(PromptTrainer):
         node = self.method_cfg
         print(
             f"Building VPT (n_ctx = {node.N_CTX_VISION}, depth = {node.PROMPT_DEPTH_VISION}, "
-            f'precision = {self.precision.name}; text: "{FIXED_PREFIX} {{class}}.")'
+            f'precision = {self.precision.name}; text: "{FIXED_TEMPLATE.format("{class}")}")'
         )
         return VPTCLIP(clip_model, classnames, node.N_CTX_VISION, node.PROMPT_DEPTH_VISION)

@@ -2,9 +2,10 @@
 
 yacs already refuses unknown keys and type mismatches; these helpers keep that strictness and make
 the messages useful: an unknown key is reported with the nearest valid keys (difflib over the full
-dotted paths), a type mismatch or a YAML syntax error with where the value came from. One
-relaxation: an integer given for a float key is that float (``OPTIM.LR 1`` is 1.0, as a user
-means it); int keys still refuse floats, and a bool is never a number.
+dotted paths), a type mismatch or a YAML syntax error with where the value came from. Two
+relaxations: an integer given for a float key is that float (``OPTIM.LR 1`` is 1.0, as a user
+means it; int keys still refuse floats, and a bool is never a number), and the few text keys
+that upstream configs also set to a bool (``accept_switch_for_text``) store it as text.
 """
 
 import difflib
@@ -13,7 +14,17 @@ import os.path as osp
 import yaml
 from yacs.config import CfgNode
 
-__all__ = ["ConfigError", "merge_config_file", "merge_config_opts", "config_keys"]
+__all__ = ["ConfigError", "accept_switch_for_text", "merge_config_file", "merge_config_opts", "config_keys"]
+
+# Text keys that upstream configs also set to a YAML bool (KgCoOp and ProGrad write
+# TRAINER.COOP.CTX_INIT: True where CoOp writes words): a bool given for one of them is stored as
+# text, True as "True" and False as "" (the key's "nothing"), so the key keeps one type.
+_SWITCH_TEXT_KEYS = set()
+
+
+def accept_switch_for_text(full_key):
+    """Let the text key ``full_key`` (e.g. "TRAINER.COOP.CTX_INIT") also take a bool (see above)."""
+    _SWITCH_TEXT_KEYS.add(full_key)
 
 
 class ConfigError(ValueError):
@@ -84,13 +95,23 @@ def _lookup(cfg, full_key):
     return node
 
 
-def _ints_to_floats(cfg, incoming):
-    """In ``incoming`` (a nested dict whose keys all exist in ``cfg``), ints for float keys become floats."""
+def _text_if_switch(value, full_key):
+    """``value`` as text when it is a bool given for a key of ``accept_switch_for_text``. The text
+    is quoted, as yacs decodes every incoming value once more (an unquoted "True" would become the
+    bool again)."""
+    if full_key in _SWITCH_TEXT_KEYS and isinstance(value, bool):
+        return repr("True" if value else "")
+    return value
+
+
+def _relax_types(cfg, incoming, prefix=""):
+    """In ``incoming`` (a nested dict whose keys all exist in ``cfg``): ints for float keys become
+    floats, bools for switch-or-text keys become text."""
     for key, value in incoming.items():
         if isinstance(value, dict):
-            _ints_to_floats(cfg[key], value)
+            _relax_types(cfg[key], value, prefix + key + ".")
         else:
-            incoming[key] = _float_if_int(value, cfg[key])
+            incoming[key] = _text_if_switch(_float_if_int(value, cfg[key]), prefix + key)
 
 
 def _load_yaml(cfg, path):
@@ -117,7 +138,7 @@ def merge_config_file(cfg, path):
     incoming = _load_yaml(cfg, path)
     source = f'config file "{path}"'
     _check_tree_keys(cfg, incoming, source)
-    _ints_to_floats(cfg, incoming)
+    _relax_types(cfg, incoming)
     try:
         cfg.merge_from_other_cfg(incoming)
     except ValueError as e:  # yacs raises ValueError only for a type mismatch here
@@ -134,8 +155,9 @@ def merge_config_opts(cfg, opts):
         full_key, value = opts[i], opts[i + 1]
         _check_key_exists(cfg, full_key, source)
         decoded = cfg._decode_cfg_value(value)
-        if _float_if_int(decoded, _lookup(cfg, full_key)) is not decoded:  # an int for a float key
-            opts[i + 1] = float(decoded)
+        relaxed = _text_if_switch(_float_if_int(decoded, _lookup(cfg, full_key)), full_key)
+        if relaxed is not decoded:  # an int for a float key, a bool for a switch-or-text key
+            opts[i + 1] = relaxed
     try:
         cfg.merge_from_list(opts)
     except ValueError as e:  # yacs raises ValueError only for a type mismatch here
