@@ -2,10 +2,12 @@
 ``preprocessed.pkl``.
 
 Both hold pickled ``Datum`` objects with absolute paths, in the format of CoOp's code, so caches
-written there load here and the other way round. Moving the data folder would make those paths
-stale, so they are rebased onto the current dataset folder when read. A few-shot cache is also
-checked against the split it must have been sampled from (ours carry a fingerprint of that
-split, upstream's are compared item by item). Writes are atomic and respect the umask.
+written there load here and the other way round. DATA folders are shared between users, so a cache
+is unpickled building nothing but ``Datum`` records and plain containers: a file that pickles
+anything else is refused unread, naming it, and nothing in it runs. Moving the data folder would
+make the paths stale, so they are rebased onto the current dataset folder when read. A few-shot
+cache is also checked against the split it must have been sampled from (ours carry a fingerprint
+of that split, upstream's are compared item by item). Writes are atomic and respect the umask.
 """
 
 import hashlib
@@ -15,11 +17,34 @@ import pickle
 import secrets
 
 from dassl.data.datasets import Datum
+from dassl.utils.safe_unpickle import PLAIN_CONTAINERS, RefusedGlobalError, load_allowed_pickle
 
 FEWSHOT_DIRNAME = "split_fewshot"
 # Keys our few-shot caches add next to upstream's "train"/"val"; upstream code ignores them.
 CACHE_DATASET_DIR_KEY = "dataset_dir"
 CACHE_FINGERPRINT_KEY = "split_fingerprint"
+# The globals a cache may name: plain containers and Datum, at the module path that CoOp's Dassl
+# pickles it under too.
+CACHE_GLOBALS = {**PLAIN_CONTAINERS, ("dassl.data.datasets.base_dataset", "Datum"): Datum}
+
+
+def read_item_cache(path):
+    """Unpickle the cache ``path``, building only ``Datum`` records and plain containers.
+
+    Raises:
+        RefusedGlobalError: the file pickles another global (``.name``); nothing was built from it.
+        Whatever reading or unpickling a damaged file raises.
+    """
+    with open(path, "rb") as f:
+        return load_allowed_pickle(f, CACHE_GLOBALS)
+
+
+def refused_cache_problem(what, path, error):
+    """The problem line for a cache that ``read_item_cache`` refused (``error``)."""
+    return (
+        f"refused {what} {path} unread: it pickles {error.name}, where only Datum records and plain "
+        "data belong (nothing in the file was run)"
+    )
 
 
 def _relpath_in(impath, folder):
@@ -110,9 +135,10 @@ def load_fewshot_cache(path, sources, dataset_dir, context):
     a cache sampled from another split.
     """
     try:
-        with open(path, "rb") as f:
-            data = pickle.load(f)
-    except Exception as e:  # any unpickling failure means the same thing: an unusable file
+        data = read_item_cache(path)
+    except RefusedGlobalError as e:
+        raise _cache_error(context, refused_cache_problem("the few-shot cache", path, e), path) from None
+    except Exception as e:  # any other unpickling failure means the same thing: an unusable file
         raise _cache_error(context, f"cannot read the few-shot cache ({e!r})", path) from None
     if not isinstance(data, dict) or any(not isinstance(data.get(key), list) for key in sources):
         raise _cache_error(context, f"not a few-shot cache: expected a dict with the lists {list(sources)}", path)

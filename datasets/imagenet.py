@@ -2,14 +2,14 @@
 
 import os
 import os.path as osp
-import pickle
 
 from dassl.data.datasets import DATASET_REGISTRY
 from dassl.utils import listdir_nohidden
+from dassl.utils.safe_unpickle import RefusedGlobalError
 
 from .annotations import DOCS, read_imagenet_classnames
 from .base import BenchmarkDataset
-from .caches import rebase_item_lists, write_pickle_atomically
+from .caches import read_item_cache, rebase_item_lists, refused_cache_problem, write_pickle_atomically
 
 
 @DATASET_REGISTRY.register()
@@ -54,24 +54,24 @@ imagenet/
         return (train, None, test), [osp.join(self.image_dir, "train"), osp.join(self.image_dir, "val")]
 
     def read_preprocessed(self):
-        """Load preprocessed.pkl, its paths rebased when the data folder moved.
+        """Load preprocessed.pkl (only ``Datum`` records and plain containers are unpickled), its
+        paths rebased when the data folder moved.
 
         Only the first and last entry of each list are checked (speed).
         """
         fix = f"delete {self.preprocessed} (and split_fewshot/) to have it rebuilt from the image folders"
         try:
-            with open(self.preprocessed, "rb") as f:
-                data = pickle.load(f)
+            data = read_item_cache(self.preprocessed)
             lists = [data["train"], data["test"]]
             old_dir = rebase_item_lists(lists, self.dataset_dir)
             ends = [items[i].impath for items in lists for i in (0, -1)]
         except Exception as e:  # any unpickling or content failure means an unusable file
-            raise self.context.error(
-                f"cannot use preprocessed.pkl ({e!r})",
-                self.preprocessed,
-                "the ImageNet item lists",
-                fix,
-            ) from None
+            problem = (
+                refused_cache_problem("preprocessed.pkl", self.preprocessed, e)
+                if isinstance(e, RefusedGlobalError)
+                else f"cannot use preprocessed.pkl ({e!r})"
+            )
+            raise self.context.error(problem, self.preprocessed, "the ImageNet item lists", fix) from None
         if old_dir:
             print(f"preprocessed.pkl was written under {old_dir}: its paths are read under {self.dataset_dir}")
         missing = next((path for path in ends if not osp.isfile(path)), None)

@@ -17,6 +17,7 @@ from torch.nn.parallel import DistributedDataParallel
 import train
 from tests.engine_toys import run_train_py
 from tests.tiny_clip import save_tiny_clip
+from tests.upstream_files import dassl_pytorch_checkpoint
 from tools import toy_world
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -65,12 +66,11 @@ def base_to_new(root, trainer, config, epochs=1):
 
 def write_upstream_checkpoint(folder, shapes, epoch=5, seed=0):
     """Write {key: shape} as random tensors in an upstream-style ``model.pth.tar-<epoch>`` under
-    ``folder``; returns the state dict."""
+    ``folder`` (Dassl.pytorch's checkpoint, with pickled scheduler objects); returns the state dict."""
     generator = torch.Generator().manual_seed(seed)
     state = {key: torch.randn(shape, generator=generator) for key, shape in shapes.items()}
     folder.mkdir(parents=True, exist_ok=True)
-    checkpoint = {"state_dict": state, "epoch": epoch, "optimizer": None, "scheduler": None}
-    torch.save(checkpoint, folder / f"model.pth.tar-{epoch}")
+    torch.save(dassl_pytorch_checkpoint(state, epoch), folder / f"model.pth.tar-{epoch}")
     return state
 
 

@@ -15,6 +15,7 @@ from dassl.utils import CheckpointNotFoundError, set_random_seed
 from tests.engine_toys import build_from_argv as build
 from tests.engine_toys import run_train_py, tiny_clip_argv
 from tests.tiny_clip import save_tiny_clip
+from tests.upstream_files import dassl_pytorch_checkpoint
 from trainers.align import ALIGN, ALIGNCLIP, LEARNER_NAME, ALIGNSettings
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -137,9 +138,10 @@ LEARNED_OFFICIAL_KEYS = 3 + 3 * 2  # ctx, proj.{weight,bias}, and per deep layer
 
 
 def _write_official(folder, state, epoch=5):
+    """The official checkpoint: Dassl.pytorch's, with pickled scheduler objects."""
     folder.mkdir(parents=True)
     path = folder / f"model.pth.tar-{epoch}"
-    torch.save({"state_dict": state, "epoch": epoch, "optimizer": None, "scheduler": None}, path)
+    torch.save(dassl_pytorch_checkpoint(state, epoch), path)
     return path
 
 

@@ -13,6 +13,7 @@ from dassl.config import ConfigError
 from tests.engine_toys import build_from_argv as build
 from tests.engine_toys import run_train_py, tiny_clip_argv
 from tests.tiny_clip import save_tiny_clip
+from tests.upstream_files import dassl_pytorch_checkpoint
 from tools.toy_world import write_toy_world
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -70,9 +71,10 @@ def upstream_cocoop_state(generator, n_classes=5, n_ctx=4):
 
 
 def write_upstream(folder, state, epoch=10):
+    """The official checkpoint: Dassl.pytorch's, with pickled scheduler objects."""
     path = folder / LEARNER / f"model.pth.tar-{epoch}"
     path.parent.mkdir(parents=True)
-    torch.save({"state_dict": state, "epoch": epoch, "optimizer": None, "scheduler": None}, path)
+    torch.save(dassl_pytorch_checkpoint(state, epoch), path)
 
 
 def test_upstream_checkpoint_loads(data_root, clip_path, tmp_path):

@@ -15,6 +15,7 @@ from dassl.utils import set_random_seed
 from tests.engine_toys import build_from_argv as build
 from tests.engine_toys import run_train_py, tiny_clip_argv
 from tests.tiny_clip import save_tiny_clip
+from tests.upstream_files import dassl_pytorch_checkpoint
 from tools.toy_world import write_toy_world
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -78,10 +79,11 @@ def test_checkpoint_holds_only_the_context_and_round_trips(trained, data_root, c
 
 def write_upstream(folder, state, epoch=200):
     """A checkpoint as the official CoOp/CoCoOp trainers save the registered ``prompt_learner``:
-    the module's state dict (learned tensors and the class buffers) with epoch and optimizer."""
+    the module's state dict (learned tensors and the class buffers) in Dassl.pytorch's checkpoint,
+    whose pickled scheduler objects the safe unpickler reads as placeholders."""
     path = folder / LEARNER / f"model.pth.tar-{epoch}"
     path.parent.mkdir(parents=True)
-    torch.save({"state_dict": state, "epoch": epoch, "optimizer": None, "scheduler": None}, path)
+    torch.save(dassl_pytorch_checkpoint(state, epoch), path)
     return path
 
 

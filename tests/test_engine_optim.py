@@ -9,6 +9,7 @@ import torch.nn as nn
 
 from dassl.config import get_cfg_default
 from dassl.optim import ConstantWarmupScheduler, LinearWarmupScheduler, build_lr_scheduler, build_optimizer
+from dassl.utils.safe_unpickle import Placeholder, PlaceholderError, load_torch_file
 from tests.engine_toys import align_lr
 
 
@@ -145,7 +146,8 @@ def test_resumed_schedule_continues_exactly(k):
 @pytest.mark.parametrize("k", [1, 5])
 def test_upstream_state_with_a_pickled_successor_object_resumes_in_place(k):
     """Dassl.pytorch's wrapper state is LRScheduler's default state_dict: its __dict__ minus the
-    optimizer, so "successor" is the scheduler object itself (bound to its own optimizer)."""
+    optimizer, so "successor" is the scheduler object itself (bound to its own optimizer), or the
+    placeholder the safe unpickler reads for it."""
     optimizer, scheduler = make_schedule(**ALIGN_OPTIM)
     uninterrupted = epoch_lrs(optimizer, scheduler, 20)
 
@@ -160,9 +162,21 @@ def test_upstream_state_with_a_pickled_successor_object_resumes_in_place(k):
     buffer.seek(0)
     saved = torch.load(buffer, weights_only=False)
     assert isinstance(saved["scheduler"]["successor"], torch.optim.lr_scheduler.CosineAnnealingLR)
+    buffer.seek(0)
+    read_safely = load_torch_file(buffer)
+    assert read_safely["scheduler"]["successor"].pickled_name == "torch.optim.lr_scheduler.CosineAnnealingLR"
 
-    resumed = continue_from_state(saved["scheduler"], saved["optimizer"], 20 - k)
-    assert resumed == uninterrupted[k:]
+    for state in (saved, read_safely):
+        resumed = continue_from_state(state["scheduler"], state["optimizer"], 20 - k)
+        assert resumed == uninterrupted[k:]
+
+
+def test_a_successor_placeholder_of_another_class_is_refused():
+    optimizer, scheduler = make_schedule(**ALIGN_OPTIM)
+    state = scheduler.state_dict()
+    state["successor"] = type("Placeholder", (Placeholder,), {"pickled_name": "posix.system"})("touch x")
+    with pytest.raises(PlaceholderError, match=r'its "successor" is <placeholder for posix.system>, where a torch lr'):
+        scheduler.load_state_dict(state)
 
 
 def test_warmup_classes_take_no_verbose_argument():

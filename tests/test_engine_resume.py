@@ -11,6 +11,7 @@ import torch
 from tests import test_train_cli
 from tests.engine_toys import ToyLinearProbe, toy_argv
 from tests.test_train_cli import expect_error
+from tests.upstream_files import Payload
 
 # train.py's fixtures: the toy images, and an in-process run returning (status, trainer).
 data_root = test_train_cli.data_root
@@ -144,6 +145,42 @@ def test_a_checkpoint_without_a_config_resumes_with_a_note(run, data_root, crash
         "checked against the config it was trained with\n"
     )
     assert log.count("Note: ") == 1 and note in log and "Previous epoch: 1\n" in log
+
+
+# ---------------------------------------------------------------------------- pickled objects
+
+
+def test_a_config_entry_that_is_a_pickled_object_is_one_error_line_and_runs_nothing(run, data_root, crashed, capsys):
+    path = os.path.join(crashed, "linear_probe", "model.pth.tar-1")
+    checkpoint = torch.load(path, weights_only=True)
+    marker = os.path.join(crashed, "MARKER")
+    checkpoint["config"] = Payload(marker)
+    torch.save(checkpoint, path)
+    err = expect_error(run, capsys, toy_argv(data_root, crashed, *COSINE, extra_flags=["--seed", "1"]))
+    system = f"{os.system.__module__}.{os.system.__name__}"
+    assert err == (
+        f'Error: Checkpoint "{path}": its "config" entry is <placeholder for {system}>, '
+        "not a config snapshot (a dict)\n"
+    )
+    assert not os.path.exists(marker)
+
+
+def test_a_best_val_result_that_is_a_pickled_object_is_ignored_with_a_warning(run, data_root, crashed):
+    checkpoint = torch.load(os.path.join(crashed, "linear_probe", "model.pth.tar-1"), weights_only=True)
+    marker = os.path.join(crashed, "MARKER")
+    checkpoint["val_result"] = Payload(marker)
+    best = os.path.join(crashed, "linear_probe", "model-best.pth.tar")
+    torch.save(checkpoint, best)
+    argv = toy_argv(data_root, crashed, *COSINE, "TEST.FINAL_MODEL", "best_val", extra_flags=["--seed", "1"])
+    status, trainer = run(argv)
+    assert status == 0 and sorted(trainer.epoch_lrs) == [1, 2]
+    system = f"{os.system.__module__}.{os.system.__name__}"
+    warning = (
+        f'Warning: "{best}" stores its val result as a pickled object (<placeholder for {system}>): '
+        "the best val result restarts from this run's epochs\n"
+    )
+    assert warning in newest_log(crashed)
+    assert not os.path.exists(marker)
 
 
 # ---------------------------------------------------------------------------- damaged checkpoints

@@ -20,7 +20,6 @@ from dassl.utils import (
     CheckpointNotFoundError,
     ImageReadError,
     MetricMeter,
-    UnsafeCheckpointError,
     count_num_param,
     find_model_file,
     load_checkpoint,
@@ -33,6 +32,7 @@ from dassl.utils import (
 )
 from dassl.utils import logger as logger_module
 from dassl.utils import progress as progress_module
+from dassl.utils.safe_unpickle import Placeholder
 
 
 class FakeTerminal(io.StringIO):
@@ -258,22 +258,41 @@ def write_upstream_checkpoint(path):
     return model, scheduler
 
 
-def test_upstream_checkpoint_loads_through_the_documented_fallback(tmp_path, capsys, monkeypatch):
+def test_upstream_checkpoint_loads_through_the_safe_unpickler(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("DASSL_ALLOW_UNSAFE_LOAD", raising=False)
+    path = str(tmp_path / "model.pth.tar-1")
+    model, scheduler = write_upstream_checkpoint(path)
+    checkpoint = load_checkpoint(path)
+    successor = checkpoint["scheduler"]["successor"]
+    assert isinstance(successor, Placeholder)
+    assert successor.pickled_name == "torch.optim.lr_scheduler.CosineAnnealingLR"
+    assert successor.state["last_epoch"] == scheduler.successor.last_epoch
+    torch.testing.assert_close(checkpoint["state_dict"]["weight"], model.weight.detach(), rtol=0, atol=0)
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1
+    assert f'"{path}" holds pickled Python objects' in out
+    assert "read as inert placeholders, never run (torch.optim.lr_scheduler.CosineAnnealingLR, " in out
+
+
+def test_upstream_checkpoint_loads_with_full_unpickling_on_request(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("DASSL_ALLOW_UNSAFE_LOAD", "1")
     path = str(tmp_path / "model.pth.tar-1")
     model, scheduler = write_upstream_checkpoint(path)
     checkpoint = load_checkpoint(path)
     assert isinstance(checkpoint["scheduler"]["successor"], torch.optim.lr_scheduler.CosineAnnealingLR)
     assert checkpoint["scheduler"]["successor"].last_epoch == scheduler.successor.last_epoch
-    torch.testing.assert_close(checkpoint["state_dict"]["weight"], model.weight.detach())
+    torch.testing.assert_close(checkpoint["state_dict"]["weight"], model.weight.detach(), rtol=0, atol=0)
     out = capsys.readouterr().out
     assert out.count("\n") == 1
-    assert f'Loading "{path}" with the unsafe loader (weights_only=False)' in out
-    assert "DASSL_ALLOW_UNSAFE_LOAD=0" in out
+    assert f'Loading "{path}" with full unpickling (weights_only=False, DASSL_ALLOW_UNSAFE_LOAD=1)' in out
 
 
-def test_resume_from_an_upstream_checkpoint_continues_the_schedule(tmp_path, capsys, monkeypatch):
-    monkeypatch.delenv("DASSL_ALLOW_UNSAFE_LOAD", raising=False)
+@pytest.mark.parametrize("unsafe_load", [None, "1"], ids=["safe", "full"])
+def test_resume_from_an_upstream_checkpoint_continues_the_schedule(tmp_path, capsys, monkeypatch, unsafe_load):
+    if unsafe_load is None:
+        monkeypatch.delenv("DASSL_ALLOW_UNSAFE_LOAD", raising=False)
+    else:
+        monkeypatch.setenv("DASSL_ALLOW_UNSAFE_LOAD", unsafe_load)
     saved_model, saved_scheduler = write_upstream_checkpoint(str(tmp_path / "model.pth.tar-1"))
     (tmp_path / "checkpoint").write_text("model.pth.tar-1\n")
     saved_weight = saved_model.weight.detach().clone()
@@ -295,18 +314,6 @@ def test_resume_from_an_upstream_checkpoint_continues_the_schedule(tmp_path, cap
         scheduler.step()
         lrs.append(optimizer.param_groups[0]["lr"])
     assert lrs == expected_next_lrs
-
-
-def test_unsafe_fallback_can_be_disabled(tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("DASSL_ALLOW_UNSAFE_LOAD", "0")
-    path = str(tmp_path / "model.pth.tar-1")
-    write_upstream_checkpoint(path)
-    with pytest.raises(UnsafeCheckpointError) as err:
-        load_checkpoint(path)
-    assert path in str(err.value) and "DASSL_ALLOW_UNSAFE_LOAD=1" in str(err.value)
-    out = capsys.readouterr().out
-    assert f'Unable to load checkpoint from "{path}"' in out
-    assert "unsafe loader" not in out
 
 
 def test_load_checkpoint_bad_inputs(tmp_path, capsys):

@@ -198,6 +198,8 @@ class CheckpointMixin:
         Raises:
             ConfigError: a checked key changed and TRAIN.RESUME_CHANGED_CONFIG is False; the
                 message names every changed key with both values.
+            CheckpointError: the stored config is not a config snapshot (a placeholder of the
+                safe unpickler, say).
         """
         cfg = self._run_config()
         if cfg is None:
@@ -209,6 +211,10 @@ class CheckpointMixin:
                 "run cannot be checked against the config it was trained with"
             )
             return True
+        if not isinstance(stored, dict):
+            raise CheckpointError(
+                f'Checkpoint "{fpath}": its "config" entry is {stored!r}, not a config snapshot (a dict)'
+            )
         changed = _describe_differences(
             config_differences(stored, cfg, RESUME_CHECKED_KEYS), stored, cfg, checkpoint.get("world_size", 1)
         )

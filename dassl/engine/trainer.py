@@ -31,6 +31,7 @@ from dassl.utils import (
     progress_bar,
     tolist_if_not,
 )
+from dassl.utils.safe_unpickle import is_placeholder
 
 from .checkpointing import CheckpointMixin
 from .distributed import DistributedMixin
@@ -333,7 +334,12 @@ class SimpleTrainer(TrainerBase):
             except CheckpointError as e:
                 print(f"Warning: {e}: the best val result restarts from this run's epochs")
                 continue
-            if val_result is not None:
+            if is_placeholder(val_result):
+                print(
+                    f'Warning: "{best_path}" stores its val result as a pickled object ({val_result!r}): '
+                    "the best val result restarts from this run's epochs"
+                )
+            elif val_result is not None:
                 self.best_result = val_result
 
     def after_train(self):

@@ -7,13 +7,15 @@ Differences from Dassl.pytorch, each needed to run on current torch or to resume
   ``"successor"``, so checkpoints load with ``torch.load(weights_only=True)``;
 - ``load_state_dict()`` updates the existing successor in place (never replaces it or binds it to
   another optimizer), so the lr keeps following the schedule after a resume. It also accepts
-  Dassl.pytorch's state, where ``"successor"`` is a pickled scheduler object.
+  Dassl.pytorch's state, where ``"successor"`` is a pickled scheduler object, or the placeholder
+  that ``load_checkpoint``'s safe unpickler reads in its place.
 """
 
 import torch
 from torch.optim.lr_scheduler import LRScheduler
 
 from dassl.config import ConfigError
+from dassl.utils.safe_unpickle import Placeholder, PlaceholderError, is_placeholder
 
 __all__ = [
     "AVAI_SCHEDS",
@@ -61,18 +63,38 @@ class _BaseWarmupScheduler(LRScheduler):
         return state
 
     def load_state_dict(self, state_dict):
-        """Load our own state, or Dassl.pytorch's (whose ``"successor"`` is a scheduler object).
+        """Load our own state, or Dassl.pytorch's (whose ``"successor"`` is a scheduler object, or
+        the safe unpickler's placeholder for one).
 
         The successor object is kept and updated in place: it stays bound to this optimizer.
+
+        Raises:
+            PlaceholderError: ``"successor"`` is a placeholder for something else than a torch
+                lr scheduler.
         """
         state = dict(state_dict)
-        successor_state = state.pop("successor")
-        if isinstance(successor_state, LRScheduler):
-            # Dassl.pytorch pickles the successor itself, bound to a copy of the optimizer; take
-            # only its numbers.
-            successor_state = {key: value for key, value in vars(successor_state).items() if key != "optimizer"}
+        successor_state = _successor_state(state.pop("successor"))
         super().load_state_dict(state)
         self.successor.load_state_dict(successor_state)
+
+
+def _successor_state(successor):
+    """The successor's state_dict from a warmup state: ours stores it as is; Dassl.pytorch pickles
+    the scheduler object itself, bound to a copy of the optimizer: its attributes but that one."""
+    if isinstance(successor, LRScheduler):
+        attributes = vars(successor)
+    elif (
+        isinstance(successor, Placeholder)
+        and successor.pickled_name.startswith("torch.optim.lr_scheduler.")
+        and isinstance(successor.state, dict)
+    ):
+        # The same object read by the safe unpickler: its pickled attributes, never run.
+        attributes = successor.state
+    elif is_placeholder(successor):
+        raise PlaceholderError(f'its "successor" is {successor!r}, where a torch lr scheduler belongs')
+    else:
+        return successor
+    return {key: value for key, value in attributes.items() if key != "optimizer"}
 
 
 class ConstantWarmupScheduler(_BaseWarmupScheduler):

@@ -7,7 +7,15 @@ warning line says what was skipped.
 
 import os.path as osp
 
-from .torchtools import POINTER_NAME, CheckpointError, load_model_checkpoint, model_file_name, saved_epochs
+from .safe_unpickle import PlaceholderError, find_placeholders, is_placeholder
+from .torchtools import (
+    POINTER_NAME,
+    CheckpointError,
+    load_model_checkpoint,
+    model_file_name,
+    saved_epochs,
+    unsafe_checkpoint_error,
+)
 
 __all__ = [
     "find_resume_checkpoint",
@@ -97,18 +105,48 @@ def load_weights(model, checkpoint, fpath):
         ) from e
 
 
+def _refuse_placeholders(state, what, fpath):
+    """``UnsafeCheckpointError`` if ``state`` (the file's ``what``) holds a placeholder of the
+    safe unpickler: a pickled object where plain data is needed."""
+    found = find_placeholders(state, what)
+    if found:
+        place, placeholder = found[0]
+        raise unsafe_checkpoint_error(
+            fpath, f"holds a pickled object where plain data is needed: {place} is {placeholder!r}"
+        )
+
+
+def _load_scheduler_state(scheduler, state, fpath):
+    """``scheduler.load_state_dict(state)``, after which the scheduler must hold plain data only.
+
+    Dassl.pytorch's warmup state pickles a scheduler object (a placeholder after a safe load),
+    whose numbers the warmup scheduler takes; any other placeholder is refused.
+    """
+    if is_placeholder(state):
+        _refuse_placeholders(state, "scheduler", fpath)
+    try:
+        scheduler.load_state_dict(state)
+    except PlaceholderError as e:
+        raise unsafe_checkpoint_error(fpath, f"holds a scheduler state that cannot be resumed: {e}") from e
+    _refuse_placeholders(scheduler.state_dict(), "scheduler", fpath)
+
+
 def restore_checkpoint(checkpoint, fpath, model, optimizer=None, scheduler=None):
     """Load a checkpoint's weights into ``model`` and, when given and stored, the optimizer and
     scheduler state; return the number of finished epochs it stores.
 
     Raises:
         CheckpointError: the stored state does not fit the model or the optimizer (named).
+        UnsafeCheckpointError: the optimizer or scheduler state holds a pickled object that the
+            safe unpickler left as a placeholder (other than the scheduler object of Dassl.pytorch's
+            warmup state, whose numbers the warmup scheduler takes).
     """
     print(f'Loading checkpoint from "{fpath}"')
     load_weights(model, checkpoint, fpath)
     print("Loaded model weights")
 
     if optimizer is not None and checkpoint.get("optimizer") is not None:
+        _refuse_placeholders(checkpoint["optimizer"], "optimizer", fpath)
         try:
             optimizer.load_state_dict(checkpoint["optimizer"])
         except (ValueError, KeyError) as e:
@@ -116,7 +154,7 @@ def restore_checkpoint(checkpoint, fpath, model, optimizer=None, scheduler=None)
         print("Loaded optimizer")
 
     if scheduler is not None and checkpoint.get("scheduler") is not None:
-        scheduler.load_state_dict(checkpoint["scheduler"])
+        _load_scheduler_state(scheduler, checkpoint["scheduler"], fpath)
         print("Loaded scheduler")
 
     start_epoch = checkpoint["epoch"]

@@ -2,9 +2,11 @@
 ``dassl.utils.resume``).
 
 Everything ``save_checkpoint`` writes loads with ``torch.load(weights_only=True)``. Checkpoints
-written by Dassl.pytorch pickle scheduler (and optimizer) objects; ``load_checkpoint`` reads them
-through a documented fallback to ``weights_only=False`` that prints a line naming the file. Set the
-environment variable ``DASSL_ALLOW_UNSAFE_LOAD=0`` to refuse such files instead.
+written by Dassl.pytorch also pickle Python objects (their warmup schedulers): ``load_checkpoint``
+reads those with the safe unpickler of ``dassl.utils.safe_unpickle``, which rebuilds the tensors
+and plain data and turns every other object into an inert placeholder, running nothing the file
+carries. Only ``DASSL_ALLOW_UNSAFE_LOAD=1`` loads them with ``weights_only=False`` (full
+unpickling, which runs any code in the file).
 """
 
 import contextlib
@@ -19,6 +21,7 @@ from collections import OrderedDict
 
 import torch
 
+from .safe_unpickle import UnsupportedPickleError, find_placeholders, load_torch_file, placeholder_names
 from .tools import listdir_nohidden, mkdir_if_missing
 
 __all__ = [
@@ -43,8 +46,10 @@ BEST_MODEL_NAME = "model-best.pth.tar"
 # One line in every checkpoint folder: the name of the file to resume from (Dassl's pointer).
 POINTER_NAME = "checkpoint"
 _EPOCH_FILE = re.compile(r"model\.pth\.tar-(\d+)")
-# Environment variable that controls the weights_only=False fallback ("0" disables it).
+# Environment variable that opts in to full unpickling (weights_only=False) when it is "1".
 UNSAFE_LOAD_ENV = "DASSL_ALLOW_UNSAFE_LOAD"
+# How many of the replaced objects' names the line about a safe load lists.
+_NAMES_SHOWN = 3
 
 
 class CheckpointNotFoundError(FileNotFoundError):
@@ -62,7 +67,17 @@ class CheckpointWriteError(OSError):
 
 
 class UnsafeCheckpointError(pickle.UnpicklingError):
-    """A checkpoint needs ``weights_only=False`` and the fallback is disabled."""
+    """A checkpoint holds pickled objects that the safe unpickler cannot use where they are
+    needed; the message names the file and suggests ``DASSL_ALLOW_UNSAFE_LOAD=1`` for a trusted
+    file."""
+
+
+def unsafe_checkpoint_error(fpath, problem):
+    """``UnsafeCheckpointError``: ``Checkpoint "{fpath}" {problem}``, and how to load a trusted file."""
+    return UnsafeCheckpointError(
+        f'Checkpoint "{fpath}" {problem}. If you trust the file, set {UNSAFE_LOAD_ENV}=1 to load it with '
+        "full unpickling (weights_only=False), which runs any code the file carries"
+    )
 
 
 def model_file_name(epoch=None):
@@ -186,27 +201,58 @@ def _write_atomically(fpath, write):
         raise
 
 
-def _unsafe_load_allowed():
-    return os.environ.get(UNSAFE_LOAD_ENV, "1") != "0"
+def _unsafe_load_requested():
+    return os.environ.get(UNSAFE_LOAD_ENV) == "1"
+
+
+def _listing(names):
+    shown = ", ".join(names[:_NAMES_SHOWN])
+    return shown if len(names) <= _NAMES_SHOWN else f"{shown} and {len(names) - _NAMES_SHOWN} more"
+
+
+def _safe_load(fpath, map_location, **pickle_load_args):
+    """``load_torch_file``: tensors and plain data, every other object an inert placeholder.
+
+    Prints one line naming the file and the replaced objects. The weights (``state_dict``, or the
+    file itself without one) must hold no placeholder: they are the one part every caller uses.
+    """
+    try:
+        checkpoint = load_torch_file(fpath, map_location, **pickle_load_args)
+    except UnsupportedPickleError as e:
+        raise unsafe_checkpoint_error(
+            fpath, f"holds pickled objects that the safe unpickler cannot rebuild ({e})"
+        ) from e
+    names = placeholder_names(checkpoint)
+    if names:
+        print(
+            f'"{fpath}" holds pickled Python objects (as checkpoints written by Dassl.pytorch do): read as '
+            f"inert placeholders, never run ({_listing(names)}); its tensors and plain data are loaded"
+        )
+    if isinstance(checkpoint, dict):
+        weights = checkpoint.get("state_dict", checkpoint)
+        path = "['state_dict']" if "state_dict" in checkpoint else ""
+        found = find_placeholders(weights, path)
+        if found:
+            where = ", ".join(f"{place} is {placeholder!r}" for place, placeholder in found[:_NAMES_SHOWN])
+            raise unsafe_checkpoint_error(fpath, f"holds pickled objects among its weights, not tensors: {where}")
+    return checkpoint
 
 
 def _torch_load(fpath, map_location, **pickle_load_args):
+    """``torch.load(weights_only=True)``; for a file that pickles Python objects, the safe
+    unpickler, or with ``DASSL_ALLOW_UNSAFE_LOAD=1`` full unpickling (``weights_only=False``)."""
     try:
         return torch.load(fpath, map_location=map_location, weights_only=True, **pickle_load_args)
-    except pickle.UnpicklingError as e:
-        if not _unsafe_load_allowed():
-            raise UnsafeCheckpointError(
-                f'Checkpoint "{fpath}" holds pickled Python objects (as files written by Dassl.pytorch '
-                "do) and cannot be loaded with weights_only=True; the weights_only=False fallback "
-                f"is disabled by {UNSAFE_LOAD_ENV}=0. Set {UNSAFE_LOAD_ENV}=1 to load a file you trust. "
-                f"torch said: {str(e).splitlines()[0]}"
-            ) from e
-    print(
-        f'Loading "{fpath}" with the unsafe loader (weights_only=False): it holds pickled Python objects, '
-        f"as checkpoints written by Dassl.pytorch do. Load only files you trust; {UNSAFE_LOAD_ENV}=0 refuses "
-        "them."
-    )
-    return torch.load(fpath, map_location=map_location, weights_only=False, **pickle_load_args)
+    except pickle.UnpicklingError:
+        pass  # it pickles objects other than tensors and plain data (or it is damaged: see below)
+    if _unsafe_load_requested():
+        print(
+            f'Loading "{fpath}" with full unpickling (weights_only=False, {UNSAFE_LOAD_ENV}=1): it holds '
+            "pickled Python objects, and any code they carry runs. Load only files you trust"
+        )
+        return torch.load(fpath, map_location=map_location, weights_only=False, **pickle_load_args)
+    # A damaged file fails here too, and load_checkpoint reports it as damaged.
+    return _safe_load(fpath, map_location, **pickle_load_args)
 
 
 def _format_problem(fpath):
@@ -229,16 +275,20 @@ def _format_problem(fpath):
 def load_checkpoint(fpath):
     """Load a checkpoint file (a dict), on the CPU when CUDA is unavailable.
 
-    Tries ``torch.load(weights_only=True)`` first. A file that needs full unpickling (Dassl.pytorch
-    checkpoints pickle their warmup scheduler objects) is loaded with ``weights_only=False`` after
-    printing a line that names it, unless the environment variable ``DASSL_ALLOW_UNSAFE_LOAD`` is
-    ``0``: then ``UnsafeCheckpointError`` is raised. Only load files you trust.
+    Tries ``torch.load(weights_only=True)`` first. A file that pickles Python objects (Dassl.pytorch
+    checkpoints pickle their warmup scheduler objects) is read with the safe unpickler: its tensors
+    and plain data load, every other object is an inert ``Placeholder`` (nothing in the file runs),
+    and one printed line names the file and the replaced objects. With the environment variable
+    ``DASSL_ALLOW_UNSAFE_LOAD=1`` such a file is loaded with ``weights_only=False`` instead, after
+    a printed warning: only for files you trust.
 
     Raises:
         ValueError: ``fpath`` is None.
         FileNotFoundError: the file does not exist.
         CheckpointError: the file is empty, truncated, damaged, not a torch file, or holds
             something other than a dict; the message names the file and what is wrong.
+        UnsafeCheckpointError: the safe unpickler cannot rebuild the file, or its weights hold
+            pickled objects; the message suggests ``DASSL_ALLOW_UNSAFE_LOAD=1`` for a trusted file.
     """
     if fpath is None:
         raise ValueError("File path is None")
