@@ -14,7 +14,6 @@ from tests.test_train_cli import expect_error
 from tests.upstream_files import Payload
 
 # train.py's fixtures: the toy images, and an in-process run returning (status, trainer).
-data_root = test_train_cli.data_root
 run = test_train_cli.run
 
 COSINE = ("OPTIM.LR", "0.05", "OPTIM.MAX_EPOCH", "3", "OPTIM.LR_SCHEDULER", "cosine")
