@@ -79,6 +79,8 @@ def ensemble_text_features(clip_model, templates, classnames, device):
 class ZeroshotCLIP(TrainerX):
     """Classify with CLIP's text features of the dataset's template; run with --eval-only."""
 
+    CONFIG_NODE = "COOP"  # the TRAINER node it reads (its PREC only), as upstream
+
     def templates(self, dataset_name):
         """The templates whose text features are averaged (here: the dataset's one)."""
         return [dataset_template(dataset_name)]
