@@ -296,7 +296,7 @@ def assumption_note(path, architecture, assumed):
     if any(fact != "quick_gelu" for fact in assumed):
         facts += ", 64 wide"
     keys = ", ".join(
-        "MODEL.BACKBONE.ACTIVATION (gelu for LAION's and most other open_clip models)"
+        "MODEL.BACKBONE.ACTIVATION gelu (LAION's and most other open_clip models)"
         if fact == "quick_gelu"
         else SETTINGS[fact][0]
         for fact in assumed

@@ -148,7 +148,7 @@ def test_a_plain_openai_state_dict_loads_as_openai_with_one_line(tmp_path, capsy
         assert line == (
             f"Note: {path} does not record its architecture: assuming OpenAI's (activation QuickGELU, "
             "vision heads 2, text heads 2, 64 wide), as OpenAI's clip.load does. For other weights set "
-            "MODEL.BACKBONE.ACTIVATION (gelu for LAION's and most other open_clip models), "
+            "MODEL.BACKBONE.ACTIVATION gelu (LAION's and most other open_clip models), "
             "MODEL.BACKBONE.VISION_HEADS, MODEL.BACKBONE.TEXT_HEADS (clip.load: quick_gelu=, vision_heads=, "
             "text_heads=), or put the model's open_clip_config.json beside the file\n"
         )

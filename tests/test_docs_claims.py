@@ -1,5 +1,6 @@
 """What the documentation quotes from the code stays what the code does: make demo's default
-methods (docs/scripts.md), the full-disk messages and the CPU half mode's note (docs/engine.md)."""
+methods (docs/scripts.md), the full-disk messages and the CPU half mode's note (docs/engine.md), the
+line of a CLIP file loaded as OpenAI's architecture (docs/clip.md)."""
 
 import errno
 import io
@@ -74,3 +75,10 @@ def test_the_cpu_half_note_of_engine_md_is_the_code_s(monkeypatch, capsys):
     monkeypatch.setattr(precision_module, "_warned_fallbacks", set())
     precision_module.resolve_precision("fp16", "cpu")
     assert capsys.readouterr().out.strip() in read("docs/engine.md")
+
+
+def test_the_architecture_note_of_clip_md_is_the_code_s():
+    from clip.architecture import SETTINGS, assumption_note
+
+    vit_b16 = {"quick_gelu": True, "vision_heads": 12, "text_heads": 8}  # OpenAI's ViT-B/16: widths 768 and 512
+    assert assumption_note("/data/finetuned_vit_b16.pt", vit_b16, list(SETTINGS)) in read("docs/clip.md")
