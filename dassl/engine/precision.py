@@ -14,9 +14,9 @@ bf16        float32             bfloat16          None
 ``weight_dtype`` is the storage dtype of the frozen backbone's matmul weights (a CLIP trainer
 keeps its norms and embeddings in float32 under fp16, as OpenAI's checkpoints do); each method
 stores its learned tensors as its upstream code does under that backbone. On a
-CPU device fp16 and amp fall back to fp32 (CPU half kernels are missing or slow, and CPU autocast
-does not do float16 well), with one printed warning line per flag value and process; bf16 stays
-(CPU autocast supports bfloat16).
+CPU device fp16 and amp fall back to fp32 (CPU half kernels are slow, and older torch versions
+lack some), with one printed warning line per flag value and process; bf16 stays (CPU autocast
+supports bfloat16).
 
 Test and debug mode, never a default: with the environment variable ``DASSL_CPU_HALF=1`` fp16
 and amp are kept on the CPU exactly as on a GPU (fp16: float16 storage, no fallback; amp:
