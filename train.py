@@ -24,18 +24,20 @@ import sys
 
 import torch
 import torch.distributed as dist
+import yaml
 
 import datasets  # noqa: F401  (registers the datasets)
 import trainers  # registers the trainers; adds their config nodes
 from clip import CLIPWeightsError
 from dassl.config import ConfigError, get_cfg_default, merge_config_file, merge_config_opts
 from dassl.data.datasets import DatasetLayoutError
-from dassl.engine import build_trainer
+from dassl.engine import TRAINER_REGISTRY, build_trainer
 from dassl.utils import (
     CheckpointError,
     CheckpointNotFoundError,
     CheckpointWriteError,
     ImageReadError,
+    LogWriteError,
     OutputDirInUseError,
     UnavailableChoiceError,
     UnsafeCheckpointError,
@@ -65,6 +67,7 @@ USER_ERRORS = (
     CheckpointNotFoundError,
     CheckpointError,
     CheckpointWriteError,
+    LogWriteError,
     UnsafeCheckpointError,
     OutputDirInUseError,
     ImageReadError,
@@ -141,6 +144,50 @@ def setup_cfg(args):
     return cfg
 
 
+def trainer_config_node(trainer_name):
+    """The ``TRAINER.<NODE>`` that the trainer ``trainer_name`` reads (its class attribute
+    ``CONFIG_NODE``, which every method trainer has), or None when unknown (an unregistered name,
+    a trainer file of one's own without the attribute)."""
+    if trainer_name not in TRAINER_REGISTRY.registered_names():
+        return None
+    return getattr(TRAINER_REGISTRY.get(trainer_name), "CONFIG_NODE", None)
+
+
+def _trainer_nodes_of_file(path):
+    """The nodes TRAINER.<X> under which the YAML file ``path`` sets keys (already merged, so readable)."""
+    with open(path) as f:
+        content = yaml.safe_load(f) or {}
+    trainer = content.get("TRAINER") if isinstance(content, dict) else None
+    return [name for name, value in (trainer or {}).items() if isinstance(value, dict)]
+
+
+def ignored_trainer_nodes(cfg, args):
+    """Warning lines for keys that a config file or the opts set under another method's node
+    TRAINER.<X> than the one the chosen trainer reads (e.g. --trainer CoOp with a MaPLe recipe):
+    the trainer never reads them. Empty when the trainer's node is unknown."""
+    node = trainer_config_node(cfg.TRAINER.NAME)
+    if node is None:
+        return []
+    sources = [
+        (f'config file "{path}"', _trainer_nodes_of_file(path))
+        for path in (args.dataset_config_file, args.config_file)
+        if path
+    ]
+    opts = args.opts or []
+    opt_nodes = [key.split(".")[1] for key in opts[::2] if key.startswith("TRAINER.") and key.count(".") >= 2]
+    sources.append(("the command-line opts", list(dict.fromkeys(opt_nodes))))
+    lines = []
+    for source, nodes in sources:
+        for other in nodes:
+            if other != node:
+                lines.append(
+                    f"Warning: TRAINER.{other}, set in {source}, is not read by --trainer {cfg.TRAINER.NAME} "
+                    f"(it reads TRAINER.{node}): those keys are ignored"
+                    + (" (is this file another method's recipe?)" if source.startswith("config file") else "")
+                )
+    return lines
+
+
 def check_model_files(trainer, model_dir, epoch):
     """Fail early, naming what exists, when an --eval-only model file is missing."""
     if not model_dir:
@@ -197,6 +244,8 @@ def run_trainer(cfg, args):
 
     print_args(args, cfg)
     print(f"Effective OPTIM.MAX_EPOCH: {cfg.OPTIM.MAX_EPOCH}")
+    for line in ignored_trainer_nodes(cfg, args):
+        print(line)
     print("Collecting env info ...")
     if is_main_process():  # it takes seconds, and only rank 0's console and log show it
         print(f"** System info **\n{collect_env_info()}\n")

@@ -4,9 +4,14 @@ For each precision flag (fp16, fp32, amp, bf16) train.py trains ALIGN on the toy
 classes (the tiny pretrained CLIP of tools/assets/toy_clip.pt, configs/trainers/ALIGN/toy_clip.yaml)
 for a few epochs, and the mean training loss of the first and the last epoch are read from its
 log. A precision passes when the last epoch's loss is below the first's and finite. On a CPU,
-fp16 and amp run as fp32 (the log says so); the check is meant for a GPU:
+fp16 and amp run as fp32 (the log says so) unless the environment variable DASSL_CPU_HALF=1 (the
+engine's test and debug mode) keeps them as on a GPU; the check is meant for a GPU:
 
     python -m benchmarks.precision_check --device cuda --json output/precision_check.json
+
+A CPU smoke test of the script (3 epochs on 4 shots, about a minute on one core):
+
+    DASSL_CPU_HALF=1 python -m benchmarks.precision_check --device cpu --quick
 """
 
 import argparse
@@ -31,7 +36,13 @@ def parse_args(argv=None):
     parser.add_argument("--shots", type=int, default=8, help="training images per class (default 8)")
     parser.add_argument("--work-dir", default="", help="where data and runs go (default: a temporary folder)")
     parser.add_argument("--json", default="", help="also write the results to this file")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--quick", action="store_true", help="a smoke test: 3 epochs on 4 shots (overrides --epochs and --shots)"
+    )
+    options = parser.parse_args(argv)
+    if options.quick:
+        options.epochs, options.shots = 3, 4
+    return options
 
 
 def epoch_losses(log_text):

@@ -4,8 +4,11 @@ The weights give every width, depth, patch size and resolution (`infer_dimension
 not give the activation (QuickGELU or exact GELU) nor the number of attention heads (ViT-H/14's
 vision width 1280 is 16 heads of 80, not 20 of 64). `resolve_architecture` takes those from a
 record (OpenAI's TorchScript archives: always OpenAI's architecture; an `open_clip_config.json`
-next to the weights, as open_clip's Hugging Face repositories ship it) or from the caller, and
-never guesses: what no source gives is an error naming the setting to provide.
+next to the weights, as open_clip's Hugging Face repositories ship it) or from the caller. What
+neither gives is OpenAI's architecture (QuickGELU, heads of 64), as OpenAI's `clip.load` assumes
+for every file: `assumption_note` says so in one line, with the settings that override it. Only
+a fact that OpenAI's rule cannot give (a width that 64 does not divide) is an error naming the
+setting to provide.
 """
 
 import json
@@ -242,15 +245,23 @@ def _describe(fact, value):
     return str(value)
 
 
+def unrecorded_facts(record, **given):
+    """The facts (keys of SETTINGS) that neither the record nor the caller give, in SETTINGS order."""
+    return [fact for fact in SETTINGS if given.get(fact) is None and (record or {}).get(fact) is None]
+
+
 def resolve_architecture(dims, record, record_name, **given):
     """{quick_gelu, vision_heads, text_heads} for build_model.
 
     record: what the file says (a dict with those keys) or None; record_name: where it comes from,
-    for messages. given: the caller's quick_gelu / vision_heads / text_heads, None = not given. A
-    given value that contradicts the record, or a fact neither gives, is a CLIPWeightsError
-    naming the setting.
+    for messages. given: the caller's quick_gelu / vision_heads / text_heads, None = not given.
+    A fact that neither gives is OpenAI's (``openai_architecture``: QuickGELU, heads of 64), as
+    OpenAI's clip.load assumes; ``unrecorded_facts`` names those facts, ``assumption_note`` is
+    the line to print. A given value that contradicts the record, or a fact that OpenAI's rule
+    cannot give either (64 does not divide the width), is a CLIPWeightsError naming the setting.
     """
     resolved, missing = {}, []
+    assumed = openai_architecture(dims)
     for fact, (key, argument) in SETTINGS.items():
         value, recorded = given.get(fact), (record or {}).get(fact)
         if value is not None and recorded is not None and value != recorded:
@@ -260,12 +271,39 @@ def resolve_architecture(dims, record, record_name, **given):
             )
         resolved[fact] = recorded if value is None else value
         if resolved[fact] is None:
+            resolved[fact] = assumed[fact]
+        if resolved[fact] is None:
             missing.append(fact)
     if missing:
         raise CLIPWeightsError(
-            f"the weights do not record {', '.join(_FACTS[fact] for fact in missing)} "
-            f"and no {OPEN_CLIP_CONFIG} lies next to them: set "
+            f"the weights do not record {', '.join(_FACTS[fact] for fact in missing)}, "
+            f"no {OPEN_CLIP_CONFIG} lies next to them, and OpenAI's rule (heads of 64) does not fit: set "
             + ", ".join(f"{SETTINGS[fact][0]} ({_hint(fact, dims)})" for fact in missing)
             + f" (clip.load: {', '.join(SETTINGS[fact][1] + '=' for fact in missing)})"
         )
     return resolved
+
+
+def assumption_note(path, architecture, assumed):
+    """The one line that says which facts of ``path`` were taken from OpenAI's architecture
+    (``assumed``: facts from ``unrecorded_facts``) and how to override them."""
+    said = {
+        "quick_gelu": "activation QuickGELU",
+        "vision_heads": f"vision heads {architecture['vision_heads']}",
+        "text_heads": f"text heads {architecture['text_heads']}",
+    }
+    facts = ", ".join(said[fact] for fact in assumed)
+    if any(fact != "quick_gelu" for fact in assumed):
+        facts += ", 64 wide"
+    keys = ", ".join(
+        "MODEL.BACKBONE.ACTIVATION gelu (LAION's and most other open_clip models)"
+        if fact == "quick_gelu"
+        else SETTINGS[fact][0]
+        for fact in assumed
+    )
+    arguments = ", ".join(SETTINGS[fact][1] + "=" for fact in assumed)
+    return (
+        f"Note: {path} does not record its architecture: assuming OpenAI's ({facts}), as OpenAI's "
+        f"clip.load does. For other weights set {keys} (clip.load: {arguments}), or put the model's "
+        f"{OPEN_CLIP_CONFIG} beside the file"
+    )

@@ -22,11 +22,13 @@ from tqdm import tqdm
 from .architecture import (
     ARCHIVE_ATTRIBUTE_KEYS,
     CLIPWeightsError,
+    assumption_note,
     find_open_clip_config,
     infer_dimensions,
     openai_architecture,
     read_open_clip_config,
     resolve_architecture,
+    unrecorded_facts,
 )
 from .model import build_model, convert_weights
 from .simple_tokenizer import SimpleTokenizer
@@ -236,8 +238,10 @@ def build_model_from_file(path, quick_gelu=None, vision_heads=None, text_heads=N
 
     Its architecture comes from the file's record and the caller (see
     architecture.resolve_architecture): OpenAI's TorchScript archives are OpenAI's architecture;
-    other files need an open_clip_config.json next to them or the three arguments. Errors are
-    CLIPWeightsError naming the file.
+    other files give it through an open_clip_config.json next to them or the three arguments.
+    What neither gives is OpenAI's architecture (QuickGELU, heads of 64), as OpenAI's clip.load
+    assumes for every file; one printed line names the assumption and how to override it.
+    Errors are CLIPWeightsError naming the file.
     """
     state_dict = read_state_dict(path)
     with _naming(path):
@@ -247,11 +251,14 @@ def build_model_from_file(path, quick_gelu=None, vision_heads=None, text_heads=N
         record, record_name = openai_architecture(dims), "OpenAI's TorchScript archive format"
     elif config_path := find_open_clip_config(path):
         record, record_name = read_open_clip_config(config_path, dims), config_path
+    given = dict(quick_gelu=quick_gelu, vision_heads=vision_heads, text_heads=text_heads)
     with _naming(path):
-        architecture = resolve_architecture(
-            dims, record, record_name, quick_gelu=quick_gelu, vision_heads=vision_heads, text_heads=text_heads
-        )
-        return build_model(state_dict, **architecture)
+        architecture = resolve_architecture(dims, record, record_name, **given)
+        model = build_model(state_dict, **architecture)
+    assumed = unrecorded_facts(record, **given)
+    if assumed:
+        print(assumption_note(path, architecture, assumed))
+    return model
 
 
 def _convert_image_to_rgb(image):
@@ -286,7 +293,8 @@ def load(
     float32; on other devices it has OpenAI's mixed fp16 storage (convert_weights). jit=True is
     not supported. quick_gelu / vision_heads / text_heads: the architecture facts that weights do
     not record, for files that do not record them either (see build_model_from_file); None =
-    from the file.
+    from the file, else OpenAI's (QuickGELU, heads of 64), as OpenAI's clip.load assumes, with a
+    printed line that says so.
     """
     if jit:
         raise ValueError(

@@ -16,7 +16,7 @@ from PIL import Image
 
 import clip
 from clip import clip as clip_loading
-from tests.tiny_clip import save_tiny_clip
+from tests.tiny_clip import open_clip_config, save_tiny_clip, tiny_vit_state_dict, write_open_clip_config
 
 
 def assert_holds(model, state_dict):
@@ -112,19 +112,95 @@ def test_a_state_dict_that_is_not_clip_names_the_file_and_what_is_missing(tmp_pa
         clip.load(str(learner), device="cpu")
 
 
-def test_plain_state_dict_without_a_record_needs_the_architecture(tmp_path):
+def features(model, seed=0):
+    """encode_image and encode_text of a tiny CLIP on fixed inputs."""
+    generator = torch.Generator().manual_seed(seed)
+    resolution = model.visual.input_resolution
+    images = torch.randn(2, 3, resolution, resolution, generator=generator)
+    with torch.no_grad():
+        return model.encode_image(images), model.encode_text(clip.tokenize(["a red circle.", "a photo of a dog."]))
+
+
+def backbone_config(path, **keys):
+    from dassl.config import get_cfg_default
+
+    cfg = get_cfg_default()
+    cfg.MODEL.BACKBONE.PATH = str(path)
+    for key, value in keys.items():
+        cfg.MODEL.BACKBONE[key] = value
+    return cfg
+
+
+def test_a_plain_openai_state_dict_loads_as_openai_with_one_line(tmp_path, capsys):
+    """torch.save(model.state_dict()) of an OpenAI-layout CLIP (a fine-tuned CLIP, a re-saved
+    OpenAI file) loads as OpenAI's clip.load loads it: QuickGELU, heads of 64, one line saying so."""
+    from trainers.backbone import load_clip_to_cpu
+
+    original = clip.build_model(tiny_vit_state_dict(seed=4, vision_width=128, transformer_width=128))
+    assert original.visual.transformer.resblocks[0].attn.num_heads == 2
+    path = tmp_path / "finetuned.pt"
+    torch.save(original.state_dict(), path)
+    expected = features(original)
+    capsys.readouterr()
+    for load in (lambda: clip.load(str(path), device="cpu")[0], lambda: load_clip_to_cpu(backbone_config(path))):
+        model = load()
+        line = capsys.readouterr().out
+        assert line == (
+            f"Note: {path} does not record its architecture: assuming OpenAI's (activation QuickGELU, "
+            "vision heads 2, text heads 2, 64 wide), as OpenAI's clip.load does. For other weights set "
+            "MODEL.BACKBONE.ACTIVATION gelu (LAION's and most other open_clip models), "
+            "MODEL.BACKBONE.VISION_HEADS, MODEL.BACKBONE.TEXT_HEADS (clip.load: quick_gelu=, vision_heads=, "
+            "text_heads=), or put the model's open_clip_config.json beside the file\n"
+        )
+        assert_holds(model, original.state_dict())
+        for got, want in zip(features(model), expected):
+            torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_the_record_and_the_keys_still_win_over_the_assumption(tmp_path, capsys):
+    from trainers.backbone import load_clip_to_cpu
+
+    state_dict = tiny_vit_state_dict(seed=4, vision_width=128, transformer_width=128)
+    plain = tmp_path / "plain" / "weights.pt"
+    plain.parent.mkdir()
+    torch.save(state_dict, plain)
+    capsys.readouterr()
+    # Explicit keys: exact GELU and 4 text heads, as given; the line names only what was assumed.
+    model = load_clip_to_cpu(backbone_config(plain, ACTIVATION="gelu", TEXT_HEADS=4))
+    assert type(model.transformer.resblocks[0].mlp.gelu) is torch.nn.GELU
+    assert model.transformer.resblocks[0].attn.num_heads == 4
+    assert model.visual.transformer.resblocks[0].attn.num_heads == 2
+    line = capsys.readouterr().out
+    assert "assuming OpenAI's (vision heads 2, 64 wide)" in line and "ACTIVATION" not in line
+    model, _ = clip.load(str(plain), device="cpu", quick_gelu=False, vision_heads=1, text_heads=1)
+    assert type(model.visual.transformer.resblocks[0].mlp.gelu) is torch.nn.GELU
+    assert capsys.readouterr().out == ""  # nothing assumed, nothing said
+    # An open_clip_config.json beside the file: its architecture (here exact GELU, 1 text head), silently.
+    recorded = tmp_path / "recorded" / "weights.pt"
+    recorded.parent.mkdir()
+    torch.save(state_dict, recorded)
+    write_open_clip_config(str(recorded.parent), open_clip_config(state_dict, quick_gelu=False, text_heads=1))
+    model = load_clip_to_cpu(backbone_config(recorded))
+    assert type(model.transformer.resblocks[0].mlp.gelu) is torch.nn.GELU
+    assert model.transformer.resblocks[0].attn.num_heads == 1
+    assert capsys.readouterr().out == ""
+    with pytest.raises(clip.CLIPWeightsError, match=r"ACTIVATION \(clip.load's quick_gelu\) gives quick_gelu, but"):
+        load_clip_to_cpu(backbone_config(recorded, ACTIVATION="quick_gelu"))
+
+
+def test_widths_that_openai_rule_cannot_split_still_need_the_keys(tmp_path):
     path = str(tmp_path / "weights.pt")
-    state_dict = save_tiny_clip(path, record=False)
+    state_dict = tiny_vit_state_dict(vision_width=80)  # 80 = 1 head of 80, but no whole number of 64-wide heads
+    torch.save(state_dict, path)
     with pytest.raises(clip.CLIPWeightsError) as error:
         clip.load(path, device="cpu")
     message = str(error.value)
-    assert message.startswith(f"{path}: the weights do not record the activation, the vision heads, the text heads")
-    for key in ("MODEL.BACKBONE.ACTIVATION", "MODEL.BACKBONE.VISION_HEADS", "MODEL.BACKBONE.TEXT_HEADS"):
-        assert key in message
-    assert "open_clip_config.json" in message and "clip.load: quick_gelu=, vision_heads=, text_heads=" in message
-    with pytest.raises(clip.CLIPWeightsError, match="do not record the text heads and no open_clip_config.json"):
-        clip.load(path, device="cpu", quick_gelu=True, vision_heads=1)
-    model, _ = clip.load(path, device="cpu", quick_gelu=True, vision_heads=1, text_heads=1)
+    assert message.startswith(
+        f"{path}: the weights do not record the vision heads, no open_clip_config.json lies next to them, "
+        "and OpenAI's rule (heads of 64) does not fit: set MODEL.BACKBONE.VISION_HEADS (width 80: 64 does not divide it"
+    )
+    assert message.endswith("(clip.load: vision_heads=)")
+    model, _ = clip.load(path, device="cpu", vision_heads=1)
     assert_holds(model, state_dict)
 
 

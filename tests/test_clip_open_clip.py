@@ -126,23 +126,25 @@ def test_hub_files_load_with_the_architecture_of_their_config(hub_folder, refere
     assert_matches(model, reference)
 
 
-def test_plain_and_nested_files_without_the_config_need_the_keys(hub_folder, reference, tmp_path):
+def test_plain_and_nested_files_without_the_config_need_the_keys(hub_folder, reference, tmp_path, capsys):
     name, folder = hub_folder
     vision_heads, text_heads = HEADS[name]
     state_dict = torch.load(folder / HF_WEIGHTS_NAME, weights_only=True)
     plain = tmp_path / f"{name}.pt"
     shutil.copy(folder / HF_WEIGHTS_NAME, plain)
-    with pytest.raises(clip.CLIPWeightsError) as error:
-        load_clip_to_cpu(config(plain))
-    message = str(error.value)
-    assert message.startswith(f"{plain}: the weights do not record the activation, the vision heads, the text heads")
-    assert (
-        "MODEL.BACKBONE.ACTIVATION (quick_gelu for OpenAI's models and open_clip's '-quickgelu' ones, gelu" in message
-    )
-    if name == "ViT-H-14":  # the head count that OpenAI's rule would silently get wrong
-        assert (
-            "MODEL.BACKBONE.VISION_HEADS (width 320: 5 if they are 64 wide as in OpenAI's models; ViT-H/14" in message
-        )
+    # Without the keys: OpenAI's architecture, as OpenAI's clip.load assumes, said in one line that
+    # names the keys. Right for open_clip's -quickgelu models; LAION's exact GELU (and ViT-H/14's
+    # 80-wide heads) need the keys: the assumption gives other features.
+    capsys.readouterr()
+    assumed = load_clip_to_cpu(config(plain))
+    note = capsys.readouterr().out
+    assert note.startswith(f"Note: {plain} does not record its architecture: assuming OpenAI's (activation QuickGELU")
+    assert "MODEL.BACKBONE.ACTIVATION gelu (LAION's" in note and note.count("\n") == 1
+    if name == "RN50-quickgelu":
+        assert_matches(assumed, reference)
+    else:
+        with pytest.raises(AssertionError):
+            assert_matches(assumed, reference, atol=1e-3)
     keys = dict(ACTIVATION=ACTIVATION[name], VISION_HEADS=vision_heads, TEXT_HEADS=text_heads)
     assert_matches(load_clip_to_cpu(config(plain, **keys)), reference)
 

@@ -3,6 +3,9 @@ step (tests/engine_toys.py, TOY_PAUSE_AT) and then killed, interrupted or termin
 on a folder in use; a crash in the final test; a full disk. What must hold: no line of the log is
 lost, the next run resumes, and every stop is reported in one line."""
 
+import builtins
+import errno
+import io
 import os
 import signal
 import socket
@@ -189,3 +192,86 @@ def test_a_full_disk_is_one_line_naming_the_checkpoint(run, data_root, tmp_path,
     error = last_line(capsys.readouterr().out)
     assert error == f'Error: Cannot write checkpoint "{folder / "model.pth.tar-1"}": No space left on device'
     assert os.listdir(folder) == []
+
+
+class FullDisk(io.FileIO):
+    """A file on a disk that fills up: once ``trigger`` (bytes) is in a write, or ``limit`` bytes
+    have been written, every write fails with ENOSPC, as write(2) on a full disk does. Closing
+    works (nothing buffered is left to flush)."""
+
+    def __init__(self, path, trigger=None, limit=None):
+        super().__init__(path, "wb")
+        self.trigger, self.limit, self.written, self.full = trigger, limit, 0, False
+
+    def write(self, data):
+        data = bytes(data)
+        if self.trigger is not None and self.trigger in data:
+            self.full = True
+        if self.limit is not None and self.written + len(data) > self.limit:
+            self.full = True
+        if self.full:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.written += len(data)
+        return super().write(data)
+
+
+def fill_the_disk_at(monkeypatch, path, **when):
+    """Every later ``open(path, "w" or "wb")`` in this process writes to a FullDisk(**when):
+    unbuffered in binary mode (each of torch's writes reaches the disk), line-buffered text as
+    the log opens it."""
+    real_open = builtins.open
+    path = os.fspath(path)
+
+    def fake_open(file, mode="r", buffering=-1, *args, **kwargs):
+        if isinstance(file, (str, os.PathLike)) and os.fspath(file) == path and mode in ("w", "wb"):
+            raw = FullDisk(path, **when)
+            if mode == "wb":
+                return raw
+            return io.TextIOWrapper(io.BufferedWriter(raw), encoding="utf-8", line_buffering=buffering == 1)
+        return real_open(file, mode, buffering, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", fake_open)
+
+
+def test_a_disk_that_fills_while_torch_writes_a_checkpoint_is_one_line_and_loses_nothing(
+    run, data_root, tmp_path, capsys, monkeypatch
+):
+    """torch's zip writer turns the failed write into a RuntimeError (the OSError is its context):
+    still the documented line, the temporary file removed, the previous epoch intact and resumable."""
+    out = tmp_path / "out"
+    folder = out / "linear_probe"
+    fill_the_disk_at(monkeypatch, folder / "model.pth.tar-2.tmp", limit=600)  # a few records into the file
+    capsys.readouterr()
+    assert run(toy_argv(data_root, str(out), *OPTS)) == 1
+    captured = capsys.readouterr()
+    assert last_line(captured.out) == (
+        f'Error: Cannot write checkpoint "{folder / "model.pth.tar-2"}": No space left on device'
+    )
+    assert "Traceback" not in captured.out + captured.err and "RuntimeError" not in captured.out
+    assert sorted(os.listdir(folder)) == ["checkpoint", "model.pth.tar-1"]  # no partial file, epoch 1 kept
+    log = read(os.path.join(out, "log.txt"))
+    assert "RuntimeError" in log and last_line(log) == last_line(captured.out)  # the traceback: in the log
+    monkeypatch.undo()
+    assert run(toy_argv(data_root, str(out), *OPTS)) == 0  # the disk has room again: resumes from epoch 1
+    (_, resumed_log) = logs(out)
+    assert "Previous epoch: 1\n" in read(os.path.join(out, resumed_log))
+
+
+def test_a_disk_that_fills_while_the_log_is_written_is_one_line(run, data_root, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "out"
+    fill_the_disk_at(monkeypatch, out / "log.txt", trigger=b"epoch [2/3] batch [1/3]")
+    capsys.readouterr()
+    assert run(toy_argv(data_root, str(out), *OPTS)) == 1
+    captured = capsys.readouterr()
+    lines = captured.out.rstrip("\n").split("\n")
+    # The line that did not fit still reached the console; then one Error line, no traceback.
+    assert lines[-2].startswith("epoch [2/3] batch [1/3]")
+    assert lines[-1] == (
+        f'Error: Cannot write the log "{out / "log.txt"}": No space left on device. Free space (or fix the '
+        "folder), then run the same command again: it resumes from the last checkpoint"
+    )
+    assert "Traceback" not in captured.out + captured.err
+    log = read(os.path.join(out, "log.txt"))
+    assert "epoch [1/3] batch [3/3]" in log and "epoch [2/3]" not in log  # everything before the full disk
+    assert sorted(os.listdir(out / "linear_probe")) == ["checkpoint", "model.pth.tar-1"]
+    assert not os.path.exists(os.path.join(out, LOCK_FILE_NAME))  # released

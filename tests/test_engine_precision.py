@@ -13,8 +13,9 @@ CPU = torch.device("cpu")
 
 @pytest.fixture(autouse=True)
 def fresh_warnings(monkeypatch):
-    """Each test sees a process that has not warned yet."""
+    """Each test sees a process that has not warned yet, outside the CPU half mode unless it asks."""
     monkeypatch.setattr(precision_module, "_warned_fallbacks", set())
+    monkeypatch.delenv(precision_module.CPU_HALF_ENV, raising=False)
 
 
 def test_supported_values():
@@ -113,3 +114,50 @@ def test_amp_on_cuda_gives_a_torch_amp_grad_scaler_and_float16_autocast():
     assert isinstance(scaler, torch.amp.GradScaler)
     with precision.autocast(cuda):
         assert (torch.randn(4, 4, device=cuda) @ torch.randn(4, 4, device=cuda)).dtype == torch.float16
+
+
+# ---------------------------------------------------------------------------- DASSL_CPU_HALF=1
+
+
+@pytest.mark.parametrize("value", ["0", "", "yes"])
+def test_the_cpu_half_mode_is_off_unless_set_to_1(monkeypatch, value):
+    monkeypatch.setenv("DASSL_CPU_HALF", value)
+    assert resolve_precision("fp16", CPU).name == "fp32"
+
+
+@pytest.mark.parametrize(
+    "prec, weight_dtype, autocast_dtype",
+    [("fp16", torch.float16, None), ("amp", torch.float32, torch.float16)],
+)
+def test_cpu_half_mode_keeps_fp16_and_amp_on_the_cpu_as_on_cuda(
+    monkeypatch, capsys, prec, weight_dtype, autocast_dtype
+):
+    monkeypatch.setenv("DASSL_CPU_HALF", "1")
+    precision = resolve_precision(prec, CPU)
+    assert precision == resolve_precision(prec, torch.device("cuda"))
+    assert (precision.weight_dtype, precision.autocast_dtype) == (weight_dtype, autocast_dtype)
+    resolve_precision(prec, CPU)
+    assert capsys.readouterr().out == (
+        f"Note: DASSL_CPU_HALF=1: precision {prec} runs on the CPU as on a GPU (a test and debug mode: slow; "
+        "results are not those of a GPU)\n"
+    )  # once per flag value and process
+    assert resolve_precision("bf16", CPU).name == "bf16" and resolve_precision("fp32", CPU).name == "fp32"
+
+
+def test_cpu_half_mode_amp_autocasts_to_float16_and_scales_the_loss(monkeypatch):
+    monkeypatch.setenv("DASSL_CPU_HALF", "1")
+    precision = resolve_precision("amp", CPU)
+    with precision.autocast(CPU):
+        assert (torch.randn(4, 3) @ torch.randn(3, 2)).dtype == torch.float16
+    scaler = precision.grad_scaler(CPU)
+    assert isinstance(scaler, torch.amp.GradScaler) and scaler.is_enabled()
+    weight = torch.nn.Parameter(torch.ones(3))
+    optimizer = torch.optim.SGD([weight], lr=0.1)
+    with precision.autocast(CPU):
+        loss = 0.25 * (torch.ones(1, 3) @ weight).float().sum()  # a float32 loss, as cross-entropy gives
+    scaler.scale(loss).backward()
+    assert weight.grad.dtype == torch.float32 and torch.equal(weight.grad, torch.full((3,), 0.25 * 2.0**16))
+    scaler.step(optimizer)  # unscales: one SGD step with the true gradient 0.25
+    scaler.update()
+    torch.testing.assert_close(weight.detach(), torch.full((3,), 0.975))
+    assert resolve_precision("fp16", CPU).grad_scaler(CPU) is None

@@ -434,6 +434,28 @@ def test_a_float_for_an_int_key_is_refused(run, data_root, tmp_path, capsys):
             ("OPTIM.LR_SCHEDULER", "exp"),
             "OPTIM.LR_SCHEDULER must be one of single_step, multi_step, cosine, but got 'exp'",
         ),
+        (
+            ("INPUT.TRANSFORMS", "['normalize', 'random_rotate']"),
+            "Unknown transform 'random_rotate' in INPUT.TRANSFORMS; supported: random_flip, random_resized_crop, "
+            "normalize, instance_norm, random_crop, random_translation, center_crop, cutout, gaussian_noise, "
+            "colorjitter, randomgrayscale, gaussian_blur",
+        ),
+        (
+            ("DATALOADER.TRAIN_X.SAMPLER", "RandomSamplr"),
+            "DATALOADER.TRAIN_X.SAMPLER = 'RandomSamplr': Unknown sampler type: RandomSamplr "
+            "(supported: RandomSampler, SequentialSampler)",
+        ),
+        (
+            ("DATALOADER.TEST.SAMPLER", "RandomDomainSampler"),
+            "DATALOADER.TEST.SAMPLER = 'RandomDomainSampler': Sampler RandomDomainSampler (Dassl.pytorch) is not "
+            "implemented by this engine; supported: RandomSampler, SequentialSampler",
+        ),
+        (
+            ("MODEL.INIT_WEIGHTS", "/nowhere/prompt_learner/model.pth.tar-5"),
+            'MODEL.INIT_WEIGHTS = "/nowhere/prompt_learner/model.pth.tar-5" does not exist: expected a checkpoint '
+            "file to start the learned weights from (e.g. a run's <model name>/model.pth.tar-N, or an official "
+            "full-model file)",
+        ),
     ],
 )
 def test_invalid_values_are_one_error_line_naming_the_key(run, data_root, tmp_path, capsys, opts, message):

@@ -14,7 +14,8 @@ def load_clip_to_cpu(cfg):
     ``MODEL.BACKBONE.PATH`` (a local file: OpenAI TorchScript archive, open_clip checkpoint or
     other state dict, see docs/clip.md) wins over ``MODEL.BACKBONE.NAME`` (an OpenAI model name,
     downloaded once into the CLIP cache). For files that do not record their architecture,
-    ``MODEL.BACKBONE.ACTIVATION``, ``VISION_HEADS`` and ``TEXT_HEADS`` give it. Trainers move
+    ``MODEL.BACKBONE.ACTIVATION``, ``VISION_HEADS`` and ``TEXT_HEADS`` give it (what they leave
+    unset is OpenAI's architecture, as OpenAI's clip.load assumes, said in one line). Trainers move
     the model to their device and precision.
     """
     backbone = cfg.MODEL.BACKBONE

@@ -23,6 +23,8 @@ from .text import IMAGENET_TEMPLATES_SELECT, FrozenTextFeatures, dataset_templat
 class ZeroshotCLIP(TrainerX):
     """Classify with CLIP's text features of the dataset's template; run with --eval-only."""
 
+    CONFIG_NODE = "COOP"  # the TRAINER node it reads (its PREC only), as upstream
+
     def templates(self, dataset_name):
         """The templates whose text features are averaged (here: the dataset's one)."""
         return [dataset_template(dataset_name)]

@@ -121,7 +121,8 @@ _C.MODEL.BACKBONE.NAME = ""
 _C.MODEL.BACKBONE.PATH = ""
 # CLIP files that do not record their architecture (plain state dicts without open_clip_config.json,
 # docs/clip.md): the activation ("" = from the file, quick_gelu or gelu) and the attention heads of
-# the vision and text towers (0 = from the file). Project additions.
+# the vision and text towers (0 = from the file). What neither gives is OpenAI's architecture
+# (QuickGELU, heads of 64), as OpenAI's clip.load assumes, said in one line. Project additions.
 _C.MODEL.BACKBONE.ACTIVATION = ""
 _C.MODEL.BACKBONE.VISION_HEADS = 0
 _C.MODEL.BACKBONE.TEXT_HEADS = 0

@@ -9,9 +9,10 @@ from torch.utils.data import Sampler
 from torch.utils.data.distributed import DistributedSampler
 from torch.utils.data.sampler import RandomSampler, SequentialSampler
 
+from dassl.config import ConfigError
 from dassl.utils import get_rank, get_world_size, is_distributed, shared_random_seed
 
-__all__ = ["SUPPORTED_SAMPLERS", "ShardSampler", "build_sampler"]
+__all__ = ["SUPPORTED_SAMPLERS", "ShardSampler", "build_sampler", "check_sampler_type"]
 
 SUPPORTED_SAMPLERS = ["RandomSampler", "SequentialSampler"]
 # Dassl.pytorch's domain/class samplers: known names that this engine does not implement.
@@ -40,6 +41,26 @@ class ShardSampler(Sampler):
         return self.stop - self.start
 
 
+def check_sampler_type(sampler_type, key=None):
+    """Refuse a sampler this engine does not have.
+
+    Raises:
+        ConfigError: naming ``key`` (e.g. "DATALOADER.TRAIN_X.SAMPLER") when given, the value and
+            the supported samplers.
+    """
+    where = f"{key} = {sampler_type!r}: " if key else ""
+    if sampler_type in _NOT_IMPLEMENTED:
+        raise ConfigError(
+            "{}Sampler {} (Dassl.pytorch) is not implemented by this engine; supported: {}".format(
+                where, sampler_type, ", ".join(SUPPORTED_SAMPLERS)
+            )
+        )
+    if sampler_type not in SUPPORTED_SAMPLERS:
+        raise ConfigError(
+            "{}Unknown sampler type: {} (supported: {})".format(where, sampler_type, ", ".join(SUPPORTED_SAMPLERS))
+        )
+
+
 def build_sampler(
     sampler_type, cfg=None, data_source=None, batch_size=32, n_domain=0, n_ins=16, is_train=True
 ):
@@ -52,16 +73,7 @@ def build_sampler(
     epoch) and keeps the order for ``SequentialSampler`` (process r gets items r, r + N, ...);
     evaluation data gets a ``ShardSampler``.
     """
-    if sampler_type in _NOT_IMPLEMENTED:
-        raise ValueError(
-            "Sampler {} (Dassl.pytorch) is not implemented by this engine; supported: {}".format(
-                sampler_type, ", ".join(SUPPORTED_SAMPLERS)
-            )
-        )
-    if sampler_type not in SUPPORTED_SAMPLERS:
-        raise ValueError(
-            "Unknown sampler type: {} (supported: {})".format(sampler_type, ", ".join(SUPPORTED_SAMPLERS))
-        )
+    check_sampler_type(sampler_type)
 
     if is_distributed():
         if not is_train:

@@ -14,22 +14,36 @@ bf16        float32             bfloat16          None
 ``weight_dtype`` is the storage dtype of the frozen backbone's matmul weights (a CLIP trainer
 keeps its norms and embeddings in float32 under fp16, as OpenAI's checkpoints do); each method
 stores its learned tensors as its upstream code does under that backbone. On a
-CPU device fp16 and amp fall back to fp32 (CPU half kernels are missing or slow, and CPU autocast
-does not do float16 well), with one printed warning line per flag value and process; bf16 stays
-(CPU autocast supports bfloat16).
+CPU device fp16 and amp fall back to fp32 (CPU half kernels are slow, and older torch versions
+lack some), with one printed warning line per flag value and process; bf16 stays (CPU autocast
+supports bfloat16).
+
+Test and debug mode, never a default: with the environment variable ``DASSL_CPU_HALF=1`` fp16
+and amp are kept on the CPU exactly as on a GPU (fp16: float16 storage, no fallback; amp:
+float16 autocast with a ``torch.amp.GradScaler("cpu")``), so that the GPU precision paths and
+their dtype mistakes show up on a machine without one (tests/test_gpu_precision_paths.py). It is
+slow, and says so in one line per flag value and process.
 """
 
 import contextlib
+import os
 from dataclasses import dataclass
 
 import torch
 
-__all__ = ["SUPPORTED_PRECISIONS", "Precision", "resolve_precision"]
+__all__ = ["CPU_HALF_ENV", "SUPPORTED_PRECISIONS", "Precision", "cpu_half_mode", "resolve_precision"]
 
 SUPPORTED_PRECISIONS = ("fp16", "fp32", "amp", "bf16")
+# Environment variable: "1" keeps fp16 and amp on the CPU (a test and debug mode, see the module doc).
+CPU_HALF_ENV = "DASSL_CPU_HALF"
 
 _CPU_FALLBACK = {"fp16": "fp32", "amp": "fp32"}
 _warned_fallbacks = set()
+
+
+def cpu_half_mode():
+    """Whether ``DASSL_CPU_HALF=1`` asks to run fp16 and amp on the CPU as on a GPU."""
+    return os.environ.get(CPU_HALF_ENV) == "1"
 
 
 @dataclass(frozen=True)
@@ -53,9 +67,10 @@ class Precision:
         return torch.autocast(device_type=torch.device(device).type, dtype=self.autocast_dtype)
 
     def grad_scaler(self, device):
-        """A ``torch.amp.GradScaler`` for amp on CUDA, else None (no loss scaling needed)."""
+        """A ``torch.amp.GradScaler`` for amp on CUDA (and on the CPU under ``DASSL_CPU_HALF=1``),
+        else None (no loss scaling needed)."""
         device = torch.device(device)
-        if self.name == "amp" and device.type == "cuda":
+        if self.name == "amp" and (device.type == "cuda" or (device.type == "cpu" and cpu_half_mode())):
             return torch.amp.GradScaler(device.type)
         return None
 
@@ -77,6 +92,14 @@ def resolve_precision(prec, device):
     if prec not in _PRECISIONS:
         raise ValueError("Unknown precision {!r}: expected one of {}".format(prec, ", ".join(SUPPORTED_PRECISIONS)))
     if torch.device(device).type == "cpu" and prec in _CPU_FALLBACK:
+        if cpu_half_mode():
+            if ("kept", prec) not in _warned_fallbacks:
+                _warned_fallbacks.add(("kept", prec))
+                print(
+                    f"Note: {CPU_HALF_ENV}=1: precision {prec} runs on the CPU as on a GPU "
+                    "(a test and debug mode: slow; results are not those of a GPU)"
+                )
+            return _PRECISIONS[prec]
         fallback = _CPU_FALLBACK[prec]
         if prec not in _warned_fallbacks:
             _warned_fallbacks.add(prec)

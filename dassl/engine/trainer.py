@@ -18,6 +18,8 @@ import torch
 
 from dassl.config import ConfigError
 from dassl.data import DataManager
+from dassl.data.samplers import check_sampler_type
+from dassl.data.transforms import check_transform_choices
 from dassl.evaluation import build_evaluator
 from dassl.optim import check_optim_cfg
 from dassl.utils import (
@@ -262,6 +264,17 @@ class SimpleTrainer(TrainerBase):
         check_optim_cfg(cfg.OPTIM)
         if cfg.RESUME and not osp.isdir(cfg.RESUME):
             raise ConfigError(f'--resume "{cfg.RESUME}": the folder does not exist')
+        if not cfg.INPUT.NO_TRANSFORM:
+            check_transform_choices(cfg.INPUT.TRANSFORMS)
+        for key in ("TRAIN_X", "TEST"):
+            check_sampler_type(cfg.DATALOADER[key].SAMPLER, f"DATALOADER.{key}.SAMPLER")
+        init_weights = cfg.MODEL.INIT_WEIGHTS
+        if init_weights and not osp.isfile(init_weights):
+            what = "is a folder" if osp.isdir(init_weights) else "does not exist"
+            raise ConfigError(
+                f'MODEL.INIT_WEIGHTS = "{init_weights}" {what}: expected a checkpoint file to start the learned '
+                "weights from (e.g. a run's <model name>/model.pth.tar-N, or an official full-model file)"
+            )
 
     def build_data_loader(self):
         """Create the DataManager (``self.dm``) and copy its loaders and dataset facts.

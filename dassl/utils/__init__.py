@@ -10,7 +10,7 @@ from .dist import (
     torchrun_session,
 )
 from .lock import LOCK_FILE_NAME, OutputDirInUseError, lock_output_dir
-from .logger import setup_logger
+from .logger import LogWriteError, setup_logger
 from .meters import AverageMeter, MetricMeter
 from .progress import progress_bar
 from .registry import Registry, UnavailableChoiceError, check_availability

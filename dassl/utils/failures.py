@@ -15,7 +15,7 @@ import sys
 import threading
 import traceback
 
-from .logger import Logger
+from .logger import Logger, LogWriteError
 
 __all__ = ["TRACEBACK_ENV", "Terminated", "interrupt_signal", "report_error", "sigterm_interrupts"]
 
@@ -71,7 +71,8 @@ def report_error(error, message=None, unexpected=False):
     trace = "".join(traceback.format_exception(type(error), error, error.__traceback__))
     log_file = _log_file()
     if log_file is not None:
-        sys.stdout.write_to_file(trace)
+        with contextlib.suppress(LogWriteError):  # a log that cannot take it: the console still gets the line
+            sys.stdout.write_to_file(trace)
     if unexpected or os.environ.get(TRACEBACK_ENV) == "1":
         sys.stderr.write(trace)
     if message is None:
@@ -80,6 +81,7 @@ def report_error(error, message=None, unexpected=False):
             first_line = message.strip().splitlines()[0] if message.strip() else "(no message)"
             where = f"in {log_file} and on stderr" if log_file is not None else "on stderr"
             message = f"{type(error).__name__}: {first_line} (the traceback is {where})"
-    sys.stdout.flush()
-    print(f"Error: {message}")
-    sys.stdout.flush()
+    # A log that cannot be written raises after the console got the text: the line is still shown.
+    for step in (sys.stdout.flush, lambda: print(f"Error: {message}"), sys.stdout.flush):
+        with contextlib.suppress(LogWriteError):
+            step()

@@ -3,8 +3,13 @@
 stderr is not captured (as upstream): progress bars and warnings stay out of the log. The log is
 written line by line (each complete line reaches the file at once), so a run killed by any signal
 leaves every line it printed; train.py adds the traceback of a failed run with ``write_to_file``.
+
+A log file that cannot be written (a full disk) stops the run: the print that failed still reaches
+the console, the file is closed, and ``LogWriteError`` (an OSError naming the file and the
+reason) is raised from that print; train.py reports it as one ``Error:`` line on the console.
 """
 
+import contextlib
 import os
 import os.path as osp
 import sys
@@ -15,7 +20,12 @@ from tqdm import tqdm
 from .dist import is_main_process
 from .tools import mkdir_if_missing
 
-__all__ = ["Logger", "setup_logger"]
+__all__ = ["LogWriteError", "Logger", "setup_logger"]
+
+
+class LogWriteError(OSError):
+    """The log file cannot be written (disk full, file system gone read-only); the message names
+    the file, the operating system's reason and what to do."""
 
 
 class Logger:
@@ -40,34 +50,53 @@ class Logger:
         self._pending = ""
 
     def write(self, msg):
-        if not self.file.closed:
-            self.file.write(msg)
+        failure = self._to_file(lambda: self.file.write(msg))
         self._pending += msg
         if "\n" in self._pending:
             lines, _, self._pending = self._pending.rpartition("\n")
             # Bars are drawn on stderr; the console shares that terminal (see the class doc).
             with tqdm.external_write_mode(file=sys.stderr):
                 self.console.write(lines + "\n")
+        self._raise_if(failure)
 
     def write_to_file(self, text):
         """Write ``text`` to the log file only (not the console), e.g. a traceback."""
-        if not self.file.closed:
-            self.file.write(text)
-            self.file.flush()
+        self._raise_if(self._to_file(lambda: (self.file.write(text), self.file.flush())))
 
     def flush(self):
         if self._pending:
             self.console.write(self._pending)
             self._pending = ""
         self.console.flush()
-        if not self.file.closed:
-            self.file.flush()
-            os.fsync(self.file.fileno())
+        self._raise_if(self._to_file(lambda: (self.file.flush(), os.fsync(self.file.fileno()))))
+
+    def _to_file(self, operation):
+        """Run ``operation`` on the open log file; return the OSError it raised (the file is then
+        closed: nothing more is written to it), or None."""
+        if self.file.closed:
+            return None
+        try:
+            operation()
+        except OSError as error:
+            with contextlib.suppress(OSError):  # closing flushes the rest, which fails the same way
+                self.file.close()
+            return error
+        return None
+
+    def _raise_if(self, failure):
+        if failure is not None:
+            reason = failure.strerror or str(failure)
+            raise LogWriteError(
+                f'Cannot write the log "{self.path}": {reason}. Free space (or fix the folder), then run '
+                "the same command again: it resumes from the last checkpoint"
+            ) from failure
 
     def close(self):
         """Flush and close the log file; the console stays open."""
-        self.flush()
-        self.file.close()
+        try:
+            self.flush()
+        finally:
+            self.file.close()
 
     def __getattr__(self, name):
         # isatty(), fileno(), encoding ... are the console's.

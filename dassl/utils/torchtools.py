@@ -185,7 +185,9 @@ def _write_atomically(fpath, write):
     """Run ``write(file)`` on ``fpath + ".tmp"`` (opened "wb"), sync it to disk, rename it to ``fpath``.
 
     On any failure (also an interrupt) the temporary file is removed; an OSError becomes a
-    CheckpointWriteError naming ``fpath`` and the OS reason.
+    CheckpointWriteError naming ``fpath`` and the OS reason. torch's zip writer reports a failed
+    write (a full disk) as a RuntimeError raised while the OSError is handled: the OSError in the
+    exception's chain is the reason.
     """
     tmp_fpath = fpath + ".tmp"
     try:
@@ -196,9 +198,22 @@ def _write_atomically(fpath, write):
         os.replace(tmp_fpath, fpath)
     except BaseException as e:
         _remove_if_present(tmp_fpath)
-        if isinstance(e, OSError):
-            raise CheckpointWriteError(f'Cannot write checkpoint "{fpath}": {_os_reason(e)}') from e
+        os_error = _os_error_in_chain(e)
+        if os_error is not None:
+            raise CheckpointWriteError(f'Cannot write checkpoint "{fpath}": {_os_reason(os_error)}') from e
         raise
+
+
+def _os_error_in_chain(error):
+    """``error`` if it is an OSError, else the first OSError among its causes and contexts (None
+    for an interrupt or when there is none)."""
+    seen = set()
+    while error is not None and id(error) not in seen and not isinstance(error, KeyboardInterrupt):
+        if isinstance(error, OSError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def _unsafe_load_requested():

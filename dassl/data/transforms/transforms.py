@@ -23,7 +23,9 @@ from torchvision.transforms import (
     ToTensor,
 )
 
-__all__ = ["AVAI_CHOICES", "SUPPORTED_CHOICES", "INTERPOLATION_MODES", "build_transform"]
+from dassl.config import ConfigError
+
+__all__ = ["AVAI_CHOICES", "SUPPORTED_CHOICES", "INTERPOLATION_MODES", "build_transform", "check_transform_choices"]
 
 AVAI_CHOICES = [
     "random_flip",
@@ -132,18 +134,23 @@ class InstanceNormalization:
         return (img - mean) / (std + self.eps)
 
 
-def _check_choices(choices):
+def check_transform_choices(choices):
+    """Refuse a name of ``INPUT.TRANSFORMS`` that is unknown or not implemented.
+
+    Raises:
+        ConfigError: naming INPUT.TRANSFORMS, the transform and the supported choices.
+    """
     for choice in choices:
         if choice not in AVAI_CHOICES:
-            raise ValueError(
+            raise ConfigError(
                 "Unknown transform {!r} in INPUT.TRANSFORMS; supported: {}".format(
                     choice, ", ".join(SUPPORTED_CHOICES)
                 )
             )
         if choice in _NOT_IMPLEMENTED:
-            raise ValueError(
-                "Transform {!r} (a Dassl.pytorch augmentation policy) is not implemented by this "
-                "engine; supported: {}".format(choice, ", ".join(SUPPORTED_CHOICES))
+            raise ConfigError(
+                "Transform {!r} in INPUT.TRANSFORMS (a Dassl.pytorch augmentation policy) is not implemented by "
+                "this engine; supported: {}".format(choice, ", ".join(SUPPORTED_CHOICES))
             )
 
 
@@ -159,7 +166,7 @@ def build_transform(cfg, is_train=True, choices=None):
 
     if choices is None:
         choices = cfg.INPUT.TRANSFORMS
-    _check_choices(choices)
+    check_transform_choices(choices)
 
     if cfg.INPUT.INTERPOLATION not in INTERPOLATION_MODES:
         raise ValueError(
