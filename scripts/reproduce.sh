@@ -98,13 +98,10 @@ parse() {
 }
 case "$PROTOCOL" in
     base2new)
-        trainers=()
-        for dir in "${METHOD_DIRS[@]}"; do
-            trainer=$(load_method "$dir" && printf '%s\n' "$TRAINER")
-            [[ " ${trainers[*]} " == *" $trainer "* ]] || trainers+=("$trainer")
-        done
+        names=()
+        for dir in "${METHOD_DIRS[@]}"; do names+=("$(load_method "$dir" && printf '%s\n' "$METHOD")"); done
         parse "$OUTPUT/base2new" --base2new --datasets "$(IFS=,; echo "${DATASET_LIST[*]}")" --seeds "$seeds_csv" \
-            --methods "$(IFS=,; echo "${trainers[*]}")" ${PARSE_EXTRA[@]+"${PARSE_EXTRA[@]}"}
+            --methods "$(IFS=,; echo "${names[*]}")" ${PARSE_EXTRA[@]+"${PARSE_EXTRA[@]}"}
         ;;
     xd)
         for dir in "${METHOD_DIRS[@]}"; do

@@ -105,6 +105,8 @@ def base2new_csv(report):
     for record in report.records:
         setting = record.setting
         where = {} if setting is None else {"shots": setting.shots, "trainer": setting.trainer, "cfg": setting.cfg}
+        if setting is not None and getattr(record, "dataset", "") not in ("", None):
+            where["cfg"] = setting.cfg_of(record.dataset)  # a dataset's rows: its own recipe
         if record.kind == "seed":
             values = {"seeds": record.seed, "n": 1, "base": record.base, "new": record.new}
             rows.append(dict(where, kind="seed", dataset=record.dataset, **values))
@@ -146,6 +148,7 @@ def _setting_entry(report, setting, spread):
         rows.append(
             {
                 "dataset": row.dataset,
+                "cfg": setting.cfg_of(row.dataset),
                 "seeds": list(row.seeds),
                 "n": len(row.seeds),
                 "base": {"mean": row.base.mean, spread: row.base.spread(spread)},
@@ -164,9 +167,11 @@ def _setting_entry(report, setting, spread):
         a = averages[0]
         average = {"datasets": list(a.datasets), "base": a.base, "new": a.new, "hm": a.hm}
     return {
+        "method": setting.label,
         "shots": setting.shots,
         "trainer": setting.trainer,
         "cfg": setting.cfg,
+        "cfgs": list(setting.cfgs),
         "rows": rows,
         "average": average,
         "missing": [_problem(record) for record in mine if record.kind in PROBLEM_KINDS],
@@ -184,6 +189,7 @@ def _comparison_entry(average, spread):
         "shots": setting.shots,
         "trainer": setting.trainer,
         "cfg": setting.cfg,
+        "cfgs": list(setting.cfgs),
         "datasets": list(average.datasets),
         "seeds": list(average.seeds),
         "base": side(average.base, average.base_seeds),

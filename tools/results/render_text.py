@@ -96,7 +96,7 @@ def setting_table(report, setting):
     spread = report.spread
     lines = [
         "",
-        f"{setting.shots} / {setting.trainer} / {setting.cfg} ({report.keyword} %, mean +- "
+        f"{setting.shots} / {setting.trainer} / {setting.describe_cfgs()} ({report.keyword} %, mean +- "
         f"{SPREAD_LABELS[spread]} over seeds; HM of the mean Base and New)",
     ]
     rows = of_setting(report, setting, "dataset")
