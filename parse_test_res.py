@@ -171,7 +171,7 @@ def build_parser():
         "--methods",
         type=_names,
         default=None,
-        help="base2new methods (method names, as scripts/reproduce.sh takes them, or trainer names), in this order: a,b",
+        help="base2new methods (method names as scripts/reproduce.sh takes them, or trainer names), in order: a,b",
     )
     add("--per-dataset", action="store_true", help="base2new comparison: a row per method and dataset")
     add("--reference", metavar="FILE", default=None, help="base2new: published numbers beside (CSV, docs/results.md)")

@@ -21,6 +21,7 @@ import re
 
 import numpy as np
 
+from . import provenance
 from .logs import FOUND, MISSING, TEST_END_SIGNAL, TRAIN_END_SIGNALS, UNREADABLE, keyword_metric, read_run
 from .records import DatasetRow, Problem, Report, SeedPair, Setting, SettingAverage, Stats, harmonic_mean
 from .runs import require_folder, subfolders
@@ -93,9 +94,41 @@ def _side_folder(directory, sources, dataset, key, seed):
     return candidates[0]
 
 
+def pairing_problem(base_folder, base_log, new_log):
+    """Whether the new result ``new_log`` may be paired with the training run's base result
+    ``base_log``: (why not, or None; and whether it could not be checked).
+
+    The new log names each model file it evaluated with its sha256 (``Model file of`` lines); the
+    base run's model is the one its log names the same way, or, in a log of an older version, the
+    file its training deployed (tools.results.provenance.deployed_model). A new log without those
+    lines (an older version's), or a base run whose model cannot be found, cannot be checked: the
+    pair is used, with a note.
+    """
+    try:
+        evaluated = provenance.read_log_facts(new_log).models
+        base_models = provenance.read_log_facts(base_log).models
+    except OSError:
+        return None, True
+    if not evaluated:
+        return None, True
+    for name, (sha, path) in sorted(evaluated.items()):
+        base_sha = base_models.get(name, (None, None))[0]
+        if base_sha is None:
+            try:
+                base_sha = provenance.file_sha256(provenance.deployed_model(base_folder, name, base_log)[0])
+            except (provenance.ModelNotFound, OSError):
+                return None, True
+        if base_sha != sha:
+            return (
+                f"evaluated another model than the base run's ({name}: {path}, sha256 {sha[:12]}; the base "
+                f"run's model: sha256 {base_sha[:12]}); left out: run the base-to-new test step again"
+            ), False
+    return None, False
+
+
 def _dataset_records(directory, setting, dataset, seeds, metric, found):
-    """SeedPair records then the DatasetRow (None when no seed has both results) of one dataset,
-    and its Problem records. found: {side: {dataset: seeds}} of this setting."""
+    """SeedPair records then the DatasetRow (None when no seed has both results of one model) of one
+    dataset, and its Problem records. found: {side: {dataset: seeds}} of this setting."""
     records, problems = [], []
     for seed in seeds:
         results = {}
@@ -103,12 +136,21 @@ def _dataset_records(directory, setting, dataset, seeds, metric, found):
             folder, signals = _side_folder(directory, sources, dataset, setting.folder(dataset), seed)
             read = read_run(folder, [metric], signals)
             if read.status == FOUND:
-                results[side] = (read.values[metric["name"]], read.path)
+                results[side] = (read.values[metric["name"]], read.path, folder, signals == TRAIN_END_SIGNALS)
             else:
                 problems.append(Problem(setting, dataset, seed, side, read.path, read.problem, read.status))
-        if len(results) == len(SIDES):
-            (base, base_log), (new, new_log) = results["base"], results["new"]
-            records.append(SeedPair(setting, dataset, seed, base, new, base_log, new_log))
+        if len(results) < len(SIDES):
+            continue
+        (base, base_log, base_folder, trained), (new, new_log, _, _) = results["base"], results["new"]
+        if trained:
+            stale, unchecked = pairing_problem(base_folder, base_log, new_log)
+            if stale:
+                problems.append(Problem(setting, dataset, seed, "new", new_log, stale, STALE))
+                continue
+            if unchecked:
+                reason = "records no model file (a log of an older version): not checked against the base run's model"
+                problems.append(Problem(setting, dataset, seed, "new", new_log, reason, UNCHECKED))
+        records.append(SeedPair(setting, dataset, seed, base, new, base_log, new_log))
     if not records:
         sides = [side for side, _ in SIDES if dataset in found[side]]
         reason = f"only {sides[0]} runs" if len(sides) == 1 else "no seed has both results"

@@ -5,7 +5,9 @@ import csv
 import io
 import json
 
-PROBLEM_KINDS = ("missing", "unreadable", "malformed")
+RUN_PROBLEM_KINDS = ("missing", "unreadable", "malformed")
+PROBLEM_KINDS = RUN_PROBLEM_KINDS + ("stale",)  # base-to-new: "stale", a new result of another model
+NOTE_KINDS = ("unchecked",)  # base-to-new: a pair that was used, with a note
 
 
 def csv_text(columns, rows):
@@ -39,7 +41,7 @@ def runs_csv(report):
         if record.kind == "run":
             where = {"experiment": record.experiment, "run": record.run, "file": record.file}
             rows += [dict(where, kind="run", metric=name, value=value) for name, value in record.values.items()]
-        elif record.kind in PROBLEM_KINDS:
+        elif record.kind in RUN_PROBLEM_KINDS:
             rows.append(
                 dict(
                     kind=record.kind, experiment=record.experiment, run=record.run, file=record.file, note=record.reason
@@ -64,7 +66,7 @@ def runs_json(report):
             "directory": summary.experiment,
             "runs": [{"run": r.run, "file": r.file, "values": r.values} for r in mine if r.kind == "run"],
         }
-        for kind in PROBLEM_KINDS:
+        for kind in RUN_PROBLEM_KINDS:
             entry[kind] = [{"run": r.run, "file": r.file, "reason": r.reason} for r in mine if r.kind == kind]
         entry["summary"] = {
             name: {"mean": stats.mean, spread: stats.spread(spread), "n": stats.n}
@@ -123,8 +125,10 @@ def base2new_csv(report):
                     {base_spread: record.base_seeds.spread(spread), new_spread: record.new_seeds.spread(spread)}
                 )
             rows.append(dict(where, kind="average", dataset="Average", **values, **_published_cells(record)))
-        elif record.kind in PROBLEM_KINDS:
+        elif record.kind in PROBLEM_KINDS + NOTE_KINDS:
             values = {"dataset": record.dataset, "seeds": record.seed, "side": record.side}
+            if setting is not None:
+                values["method"] = setting.label
             rows.append(dict(where, kind=record.kind, path=record.path, note=record.reason, **values))
     return csv_text(columns, rows)
 
@@ -175,6 +179,7 @@ def _setting_entry(report, setting, spread):
         "rows": rows,
         "average": average,
         "missing": [_problem(record) for record in mine if record.kind in PROBLEM_KINDS],
+        "unchecked": [_problem(record) for record in mine if record.kind in NOTE_KINDS],
     }
 
 
