@@ -19,7 +19,9 @@ Two modes (docs/results.md has the layouts, the formats and examples):
   end of training; for methods without training, ``test_base/...``, an eval-only run) and
   ``test_new/...`` (new accuracy) and prints the Base / New / HM table of one method, or for
   several methods one table with a row per method (its average over datasets, mean +- std over
-  seeds, HM of the averages), as papers report it.
+  seeds, HM of the averages), as papers report it. A run's method comes from its trainer and
+  recipe through the method registry (tools/methods.py): a method whose datasets use their own
+  recipes is one row.
 
 Both modes take ``--format text|csv|json`` (default text) and ``--seeds``.
 
@@ -165,7 +167,12 @@ def build_parser():
         help="directory holds train_base/ (or test_base/) and test_new/: print the Base / New / HM table",
     )
     add("--datasets", type=_names, default=None, help="base2new rows, in this order: a,b,c")
-    add("--methods", type=_names, default=None, help="base2new methods (trainer names), in this order: a,b")
+    add(
+        "--methods",
+        type=_names,
+        default=None,
+        help="base2new methods (method names as scripts/reproduce.sh takes them, or trainer names), in order: a,b",
+    )
     add("--per-dataset", action="store_true", help="base2new comparison: a row per method and dataset")
     add("--reference", metavar="FILE", default=None, help="base2new: published numbers beside (CSV, docs/results.md)")
     add("--seeds", type=_seeds, default=None, help="expected seeds, e.g. 1,2,3 (folders seed<S>)")

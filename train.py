@@ -9,6 +9,11 @@ Config merge order: engine defaults, extend_cfg, the dataset YAML, the method YA
 (reset_cfg), then the KEY VALUE opts. Nothing is overridden after that (in particular no epoch
 override, unlike the official ALIGN train.py).
 
+Every start logs ``Run request: <sha256>`` (a fingerprint of its command line and config files); an
+evaluation logs ``Model file of <name>: <path> (sha256 <hash>)`` for each model file it loaded, and
+a training run the same line for each model file its final test used (tools/results/provenance.py
+reads them: a test result is tied to its model, a finished run to its settings).
+
 A run holds a lock on its output folder (a second run on it is refused). Expected user errors
 (unknown trainer, dataset or config key, invalid values, missing or damaged files, an output folder
 in use) are one ``Error:`` line and exit status 1; any other error also prints ``Error:`` with
@@ -20,6 +25,7 @@ arguments; DATALOADER.TRAIN_X.BATCH_SIZE is the batch of each process (docs/engi
 """
 
 import argparse
+import os.path as osp
 import sys
 
 import torch
@@ -47,12 +53,14 @@ from dassl.utils import (
     is_distributed,
     is_main_process,
     lock_output_dir,
+    pointed_checkpoint,
     set_random_seed,
     setup_logger,
     torchrun_session,
 )
 from dassl.utils.failures import interrupt_signal, report_error, sigterm_interrupts
 from datasets.splits import SUBSAMPLE_CHOICES
+from tools.results import provenance
 
 
 class CommandLineError(ValueError):
@@ -207,12 +215,47 @@ def print_distributed_setup(cfg):
     )
 
 
-def main(args):
+def effective_config(argv):
+    """The frozen config that ``train.py argv`` would run (nothing else is done)."""
+    return setup_cfg(build_parser().parse_args(argv))
+
+
+def method_config_node(cfg):
+    """The node under TRAINER that the config's trainer reads (its CONFIG_NODE), or None."""
+    from dassl.engine import TRAINER_REGISTRY
+
+    try:
+        return getattr(TRAINER_REGISTRY.get(cfg.TRAINER.NAME), "CONFIG_NODE", None)
+    except Exception:  # an unknown trainer: the caller compares every node
+        return None
+
+
+def print_model_files(trainer, paths):
+    """One ``Model file of <name>: <path> (sha256 ...)`` line per registered model (main process)."""
+    if not is_main_process():
+        return
+    for name in trainer.get_model_names():
+        path = paths(name)
+        if path and osp.isfile(path):
+            print(provenance.model_file_line(name, path))
+
+
+def deployed_model_file(cfg, name):
+    """The model file the final test of a training run used: model-best.pth.tar with
+    TEST.FINAL_MODEL best_val, else the last saved epoch."""
+    folder = osp.join(cfg.OUTPUT_DIR, name)
+    if cfg.TEST.FINAL_MODEL == "best_val":
+        return osp.join(folder, provenance.BEST_MODEL_NAME)
+    return pointed_checkpoint(folder)
+
+
+def main(args, request=None):
+    """Run what ``args`` asks; ``request``: its ``Run request`` fingerprint (logged at the start)."""
     cfg = setup_cfg(args)
     # Under torchrun: the process group for the whole run, and a silent console on ranks > 0.
     # The output folder is locked before anything is written into it.
     with torchrun_session(cfg.USE_CUDA), lock_output_dir(cfg.OUTPUT_DIR):
-        run_trainer(cfg, args)
+        run_trainer(cfg, args, request)
 
 
 def interrupt_line(trainer, cfg, args, interrupt):
@@ -226,7 +269,7 @@ def interrupt_line(trainer, cfg, args, interrupt):
     return f"Interrupted {where} ({signame}); last checkpoint: {checkpoint or 'none'}; rerun the same command to {then}"
 
 
-def run_trainer(cfg, args):
+def run_trainer(cfg, args, request=None):
     """Log setup, seeding, the run's report, then build the trainer and train or evaluate.
 
     A KeyboardInterrupt (Ctrl-C, or SIGTERM through ``sigterm_interrupts``) leaves with the line
@@ -246,6 +289,8 @@ def run_trainer(cfg, args):
     print(f"Effective OPTIM.MAX_EPOCH: {cfg.OPTIM.MAX_EPOCH}")
     for line in ignored_trainer_nodes(cfg, args):
         print(line)
+    if request:
+        print(provenance.REQUEST_PREFIX + request)
     print("Collecting env info ...")
     if is_main_process():  # it takes seconds, and only rank 0's console and log show it
         print(f"** System info **\n{collect_env_info()}\n")
@@ -256,9 +301,12 @@ def run_trainer(cfg, args):
         if args.eval_only:
             check_model_files(trainer, args.model_dir, args.load_epoch)
             trainer.load_model(args.model_dir, epoch=args.load_epoch)
+            if args.model_dir:
+                print_model_files(trainer, lambda name: find_model_file(args.model_dir, name, args.load_epoch))
             trainer.test()
         elif not args.no_train:
             trainer.train()
+            print_model_files(trainer, lambda name: deployed_model_file(cfg, name))
     except KeyboardInterrupt as interrupt:
         interrupt.report = interrupt_line(trainer, cfg, args, interrupt)
         raise
@@ -301,10 +349,11 @@ def user_error_message(error, args):
 def run(argv=None):
     """Parse ``argv`` and run ``main``; return the exit status: 0, 1 for an error (one ``Error:``
     line on stdout, so also in log.txt once the logger is set up), 130 / 143 after Ctrl-C / SIGTERM."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     with sigterm_interrupts():
         try:
-            main(args)
+            main(args, provenance.request_fingerprint(argv))
         except KeyboardInterrupt as interrupt:
             sys.stdout.flush()
             print(getattr(interrupt, "report", f"Interrupted before training ({interrupt_signal(interrupt).name})"))

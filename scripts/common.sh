@@ -1,11 +1,14 @@
-# Shared by every script here (source it; it is not run on its own): the environment, the rule
-# that says whether a run folder holds a result, and the checks around a run folder.
+# Shared by every script here (source it; it is not run on its own): the environment, what to do
+# with a run folder (done, run, resumed, started again, refused), and the train.py call.
 #
 # Environment (all optional):
 #   DATA    dataset root, the folder that holds caltech-101/, oxford_pets/, ... (default: data)
 #   OUTPUT  output root (default: output)
 #   PYTHON  interpreter (default: python)
 #   OPTS    extra "KEY VALUE ..." config overrides appended to every train.py call
+#   ALLOW_MIXED  1: a finished run made with other settings than those asked for now is kept and
+#           skipped (with a warning) instead of refused
+#   CHECK_ONLY   1: say what the step would do (skip, run, refuse) and exit without running it
 # The scripts run in the repository root, wherever they are called from: the defaults are
 # relative to it, and a relative DATA, OUTPUT or PYTHON path that you set is relative to the
 # folder you call the script from.
@@ -33,145 +36,87 @@ PYTHON=${PYTHON:-python}
 export DATA OUTPUT PYTHON  # the scripts that this one starts see the same, resolved, values
 read -r -a EXTRA_OPTS <<< "${OPTS:-}"
 
+# SIGTERM (a scheduler's stop, scripts/reproduce.sh's process group) stops the script once its
+# train.py has stopped: train.py saves what it can, says where it stopped, and exits with 143.
+trap 'exit 143' TERM
+
 # ------------------------------------------------------------------------------------------------
-# The result of a run folder (parse_test_res.py applies the same rule: tools/results/logs.py)
+# What to do with a run folder: tools/results/status.py (parse_test_res.py's rule, one code path)
 #
 # A run folder holds log.txt (its first start) and a log.txt-<time> for every later start in
 # the same folder (the engine never overwrites a log: a resumed training, a repeated test writes
-# there). The names sort in time order and log.txt is the oldest. The folder's result is in its
-# newest log that holds a complete result: a "* accuracy: X%" line after "Finish training" (or
-# the older "Finished training") for a training run, after "=> result" for an evaluation.
-# A folder with a result is never run again; earlier logs are kept.
+# there). The folder's result is in its newest log that holds a complete result: a
+# "* accuracy: X%" line after "Finish training" (or the older "Finished training") for a training
+# run, after "=> result" for an evaluation; a malformed or unreadable newest log never counts.
+# A folder with a result is skipped when it was made with the settings asked for now (and, for an
+# evaluation, of the model its training folder holds now); made with other settings, it is refused
+# unless ALLOW_MIXED=1. A training folder without a result resumes from its checkpoint, or starts
+# again when its logs explain why it stopped; it is refused when something else is in it.
+# Earlier logs are always kept. docs/scripts.md has the details.
 # ------------------------------------------------------------------------------------------------
 
-# run_logs DIR: DIR's logs, newest first, one per line.
-run_logs() {
-    local log
-    for log in "$1"/log.txt-*; do
-        if [ -f "$log" ]; then printf '%s\n' "$log"; fi
-    done | LC_ALL=C sort -r
-    if [ -f "$1/log.txt" ]; then printf '%s\n' "$1/log.txt"; fi
+# train_args DATASET CONFIG_FILE OUTPUT_DIR SEED [flags and KEY VALUE opts...]: sets TRAIN_ARGS to
+# the arguments of one train.py call with the method's TRAINER; OPTS come last, so they override
+# everything.
+train_args() {
+    local dataset=$1 config=$2 dir=$3 seed=$4
+    shift 4
+    TRAIN_ARGS=(
+        --root "$DATA"
+        --seed "$seed"
+        --trainer "$TRAINER"
+        --dataset-config-file "configs/datasets/$dataset.yaml"
+        --config-file "$config"
+        --output-dir "$dir"
+        "$@" ${EXTRA_OPTS[@]+"${EXTRA_OPTS[@]}"}
+    )
 }
 
-# log_has_result LOG train|eval: LOG holds a complete result of that kind of run.
-log_has_result() {
-    awk -v kind="$2" '
-        { line = $0; sub(/^[ \t\r]+/, "", line); sub(/[ \t\r]+$/, "", line) }
-        !started {
-            if (kind == "train") started = (line == "Finish training" || line == "Finished training")
-            else started = (line == "=> result")
-            next
-        }
-        line ~ /\* accuracy: [-+.0-9eE]+%/ { found = 1 }
-        END { exit !found }
-    ' "$1"
-}
-
-# result_log DIR train|eval: prints the log that holds DIR's result; fails when none does.
-result_log() {
-    local log
-    while IFS= read -r log; do
-        if log_has_result "$log" "$2"; then
-            printf '%s\n' "$log"
-            return 0
-        fi
-    done < <(run_logs "$1")
-    return 1
-}
-
-# has_result DIR train|eval
-has_result() {
-    result_log "$1" "$2" > /dev/null
-}
-
-# already_done DIR train|eval: true (and says so) when the run has a result.
-already_done() {
-    local log
-    log=$(result_log "$1" "$2") || return 1
-    echo "Results are available in $1: skipping (delete the folder to run it again; result in ${log##*/})"
-}
-
-# skip_if_done DIR train|eval: a run that has a result is skipped (the script exits).
-skip_if_done() {
-    if already_done "$1" "$2"; then exit 0; fi
-}
-
-# only_failed_starts DIR: DIR holds log files (log.txt, log.txt-<time>) and nothing else, and none
-# of them shows a training epoch: runs that stopped before training began (missing data, a bad
-# option), which left nothing to keep.
-# (An empty DIR is not: its unmatched glob stays the literal "*", which is no log.)
-only_failed_starts() {
-    local entry
-    for entry in "$1"/*; do
-        case "${entry##*/}" in
-            log.txt | log.txt-*) ;;
-            *) return 1 ;;
-        esac
-    done
-    ! grep -q '^epoch \[' "$1"/log.txt*
-}
-
-# check_partial_training DIR LEARNER: an existing training folder without a result is resumed
-# from its checkpoint (train.py does that by itself, logging to a new log.txt-<time>), run again
-# when it holds only the logs of failed starts, and otherwise refused: it is never retrained
-# silently over what is there.
-check_partial_training() {
-    local dir=$1 learner=$2
-    [ -d "$dir" ] || return 0
-    if [ -f "$dir/$learner/checkpoint" ]; then
-        echo "Found an unfinished run with a checkpoint in $dir: resuming"
-    elif only_failed_starts "$dir"; then
-        echo "Found only the logs of runs that stopped before training in $dir: running again"
-    else
-        echo "Error: $dir exists but holds no result and no checkpoint (an interrupted run?)." >&2
-        echo "Delete it to train again: rm -r $dir" >&2
+# run_status train|eval DIR [--learner L] [--model-dir M]: what to do with the run folder DIR for
+# the train.py call TRAIN_ARGS, as tools/results/status.py says. Prints its lines; exits the script
+# when there is nothing to run (0: done; 3: made with other settings; 1: refused, or no model to
+# evaluate); returns when the run is to be made, with LOAD_EPOCH set for an evaluation (empty:
+# model-best.pth.tar). With CHECK_ONLY=1 it only says: exit 0 done, 10 to run, 3 other settings,
+# 1 refused (scripts/reproduce.sh checks a whole sweep this way before running it).
+run_status() {
+    local kind=$1 dir=$2 report line key value verdict=""
+    shift 2
+    if [ "${ALLOW_MIXED:-0}" = 1 ]; then set -- "$@" --allow-mixed; fi
+    if ! report=$("$PYTHON" -m tools.results.status "$kind" "$dir" "$@" -- ${TRAIN_ARGS[@]+"${TRAIN_ARGS[@]}"}); then
+        echo "Error: cannot check $dir ($PYTHON -m tools.results.status failed)" >&2
         exit 1
     fi
-}
-
-# trained_model_args MODEL_DIR LEARNER: sets the array MODEL_ARGS to the train.py flags that load
-# the model whose test gave the training run's result: model-best.pth.tar when that run deployed
-# its best val model (TEST.FINAL_MODEL best_val), else the epoch that training saved last (its
-# `checkpoint` pointer). A training run without a result is an error.
-trained_model_args() {
-    local model_dir=$1 learner=$2 log pointer saved
-    if ! log=$(result_log "$model_dir" train); then
-        echo "Error: no trained model in $model_dir: no log there shows a finished training;" \
-            "run the training script first (it resumes an interrupted run)" >&2
-        return 1
+    LOAD_EPOCH=""
+    while IFS= read -r line; do
+        key=${line%% *}
+        value=${line#"$key"}
+        value=${value# }
+        case "$key" in
+            verdict) verdict=$value ;;
+            say) printf '%s\n' "$value" ;;
+            error) printf '%s\n' "$value" >&2 ;;
+            load_epoch) LOAD_EPOCH=$value ;;
+        esac
+    done <<< "$report"
+    if [ "${CHECK_ONLY:-0}" = 1 ]; then
+        case "$verdict" in
+            done) exit 0 ;;
+            run | nomodel) exit 10 ;;
+            mixed) exit 3 ;;
+            *) exit 1 ;;
+        esac
     fi
-    MODEL_ARGS=(--model-dir "$model_dir")
-    if grep -qx 'Deploy the model with the best val performance' "$log"; then
-        if [ ! -f "$model_dir/$learner/model-best.pth.tar" ]; then
-            echo "Error: ${log##*/} in $model_dir deployed the best val model, but $model_dir/$learner/model-best.pth.tar is missing" >&2
-            return 1
-        fi
-        return 0  # no --load-epoch: train.py loads model-best.pth.tar
-    fi
-    pointer=$model_dir/$learner/checkpoint
-    if [ ! -f "$pointer" ]; then
-        echo "Error: no trained model in $model_dir (missing $pointer)" >&2
-        return 1
-    fi
-    saved=$(head -n 1 "$pointer")
-    case "$saved" in
-        model.pth.tar-*) MODEL_ARGS+=(--load-epoch "${saved#model.pth.tar-}") ;;
-        model-best.pth.tar) ;;
-        *) echo "Error: unexpected checkpoint name '$saved' in $pointer" >&2; return 1 ;;
+    case "$verdict" in
+        run) return 0 ;;
+        done) exit 0 ;;
+        mixed) exit 3 ;;
+        *) exit 1 ;;
     esac
 }
 
 # train_py DATASET CONFIG_FILE OUTPUT_DIR SEED [flags and KEY VALUE opts...]: one train.py call
-# with the method's TRAINER; OPTS come last, so they override everything.
+# with the method's TRAINER (train_args); OPTS come last, so they override everything.
 train_py() {
-    local dataset=$1 config=$2 dir=$3 seed=$4
-    shift 4
-    "$PYTHON" train.py \
-        --root "$DATA" \
-        --seed "$seed" \
-        --trainer "$TRAINER" \
-        --dataset-config-file "configs/datasets/$dataset.yaml" \
-        --config-file "$config" \
-        --output-dir "$dir" \
-        "$@" ${EXTRA_OPTS[@]+"${EXTRA_OPTS[@]}"}
+    train_args "$@"
+    "$PYTHON" train.py "${TRAIN_ARGS[@]}"
 }

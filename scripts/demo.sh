@@ -32,23 +32,23 @@ for name in ${DEMO_METHODS:-$DEFAULT_METHODS}; do
 done
 
 "$PYTHON" -m tools.toy_world --root "$DATA"
-TRAINERS=()
+NAMES=()
 TIMES=()
 for dir in "${DIRS[@]}"; do
     # shellcheck disable=SC2016  # expanded in the subshell that read the method
-    read -r trainer seeds <<< "$(load_method "$dir" && printf '%s %s\n' "$TRAINER" \
+    read -r name seeds <<< "$(load_method "$dir" && printf '%s %s\n' "$METHOD" \
         "$(if [ -n "$LEARNER" ] && [ -n "${SEEDS:-}" ]; then echo "$SEEDS"; else echo "$DEMO_SEEDS"; fi)")"
     started=$SECONDS
     for seed in $seeds; do
         bash "$dir/base2new_train.sh" toy_shapes "$seed"
         bash "$dir/base2new_test.sh" toy_shapes "$seed"
     done
-    TRAINERS+=("$trainer")
-    TIMES+=("$trainer $((SECONDS - started)) s")
+    NAMES+=("$name")
+    TIMES+=("$name $((SECONDS - started)) s")
 done
 
 echo
-"$PYTHON" parse_test_res.py "$OUTPUT/base2new" --base2new --datasets toy_shapes --methods "$(IFS=,; echo "${TRAINERS[*]}")"
+"$PYTHON" parse_test_res.py "$OUTPUT/base2new" --base2new --datasets toy_shapes --methods "$(IFS=,; echo "${NAMES[*]}")"
 echo
-"$PYTHON" -m tools.demo_report "$OUTPUT" --methods "$(IFS=,; echo "${TRAINERS[*]}")"
+"$PYTHON" -m tools.demo_report "$OUTPUT" --methods "$(IFS=,; echo "${NAMES[*]}")"
 echo "Demo finished in $((SECONDS - STARTED)) s ($(IFS=,; echo "${TIMES[*]}" | sed 's/,/, /g')); logs under $OUTPUT/base2new"

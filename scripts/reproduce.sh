@@ -13,10 +13,18 @@
 # METHODS: the METHOD of a scripts/<folder>/env.sh, or the folder name (run without arguments to
 # list them). DATASETS default: the 11 datasets (base2new, fewshot) or ImageNet and the 14 targets
 # (xd). SEEDS default: 1 2 3.
-# Runs that have a result are skipped. A failed run does not stop the others: it is listed at the
-# end, and the exit status is 1.
-# Environment: that of the method scripts (DATA, OUTPUT, PYTHON, OPTS, SHOTS, CFG, TOY, SOURCE; see
-# scripts/lib/protocols.sh), SHOTS_LIST, PARSE_OPTS.
+#
+# The sweep is a list of steps (one method script call each). First every step is checked without
+# running anything (CHECK_ONLY=1): runs that have a result are skipped; finished runs made with other
+# settings than those asked for now stop the sweep before it runs anything (exit status 3), unless
+# ALLOW_MIXED=1. Then the other steps run in order. A failed run does not stop the others (a test
+# step waits for its training step): the failures are listed at the end, and the exit status is 1.
+# Ctrl-C (SIGINT) or SIGTERM stops the sweep: the run in progress stops (train.py keeps what it
+# saved), and the sweep says what finished, what was interrupted (run the same command again to
+# resume it) and what was not started; exit status 130 / 143. (A SIGTERM to this script alone,
+# not to its process group, lets the run in progress finish first.)
+# Environment: that of the method scripts (DATA, OUTPUT, PYTHON, OPTS, SHOTS, CFG, TOY, SOURCE,
+# ALLOW_MIXED; see scripts/lib/protocols.sh), SHOTS_LIST, PARSE_OPTS.
 source "$(dirname "${BASH_SOURCE[0]}")/lib/protocols.sh"
 
 usage() {
@@ -36,18 +44,18 @@ read -r -a SEED_LIST <<< "${4:-1 2 3}"
 read -r -a SHOTS_VALUES <<< "${SHOTS_LIST:-1 2 4 8 16}"
 read -r -a PARSE_EXTRA <<< "${PARSE_OPTS:-}"
 case "$PROTOCOL" in
-    base2new) STEPS=(base2new_train base2new_test) ;;
-    xd) STEPS=(xd_train xd_test) ;;
-    fewshot) STEPS=(fewshot) ;;
+    base2new) STEP_NAMES=(base2new_train base2new_test) ;;
+    xd) STEP_NAMES=(xd_train xd_test) ;;
+    fewshot) STEP_NAMES=(fewshot) ;;
 esac
 
 # Everything is checked before anything runs.
 METHOD_DIRS=()
 for name in $2; do
     dir=$(method_dir "$name")
-    for step in "${STEPS[@]}"; do
-        if [ ! -f "$dir/$step.sh" ]; then
-            echo "Error: $name has no $PROTOCOL scripts (no ${dir#"$REPO_ROOT"/}/$step.sh); its scripts:" \
+    for step_name in "${STEP_NAMES[@]}"; do
+        if [ ! -f "$dir/$step_name.sh" ]; then
+            echo "Error: $name has no $PROTOCOL scripts (no ${dir#"$REPO_ROOT"/}/$step_name.sh); its scripts:" \
                 "$(cd "$dir" && ls -- *.sh | grep -vx env.sh | tr '\n' ' ')" >&2
             exit 2
         fi
@@ -57,73 +65,201 @@ done
 [ ${#METHOD_DIRS[@]} -gt 0 ] || usage
 for dataset in "${DATASET_LIST[@]}"; do check_dataset "$dataset"; done
 
-FAILED=()
-# step SCRIPT ARGS...: run one method script; a failure is recorded, and returns 1.
-step() {
-    if bash "$@"; then return 0; fi
-    FAILED+=("bash ${1#"$REPO_ROOT"/} ${*:2}")
-    return 1
+# ------------------------------------------------------------------------------------------------
+# The steps of the sweep, in the order they run
+# ------------------------------------------------------------------------------------------------
+STEP_SCRIPTS=()  # the method script of each step
+STEP_ARGS=()     # its arguments, space-separated (dataset names, seeds, shot counts)
+STEP_NEEDS=()    # the step that must have finished first (a test step's training), or -1
+STEP_STATES=()   # planned, done (had a result), ran, failed, interrupted, or skipped (its training failed)
+STEP_CHECKS=()   # what the check of a done step said (printed at its turn)
+
+# add_step NEEDS SCRIPT ARGS...: appends a step; LAST_STEP is its index.
+add_step() {
+    STEP_NEEDS+=("$1")
+    STEP_SCRIPTS+=("$2")
+    STEP_ARGS+=("${*:3}")
+    STEP_STATES+=(planned)
+    STEP_CHECKS+=("")
+    LAST_STEP=$((${#STEP_SCRIPTS[@]} - 1))
 }
 
-for dir in "${METHOD_DIRS[@]}"; do
-    case "$PROTOCOL" in
-        base2new)
-            for dataset in "${DATASET_LIST[@]}"; do
-                for seed in "${SEED_LIST[@]}"; do
-                    step "$dir/base2new_train.sh" "$dataset" "$seed" && step "$dir/base2new_test.sh" "$dataset" "$seed" || true
-                done
-            done
-            ;;
-        xd)
+plan_base2new() {
+    local dir dataset seed
+    for dir in "${METHOD_DIRS[@]}"; do
+        for dataset in "${DATASET_LIST[@]}"; do
             for seed in "${SEED_LIST[@]}"; do
-                step "$dir/xd_train.sh" "$seed" || continue
-                for dataset in "${DATASET_LIST[@]}"; do step "$dir/xd_test.sh" "$dataset" "$seed" || true; done
+                add_step -1 "$dir/base2new_train.sh" "$dataset" "$seed"
+                add_step "$LAST_STEP" "$dir/base2new_test.sh" "$dataset" "$seed"
             done
-            ;;
-        fewshot)
-            for dataset in "${DATASET_LIST[@]}"; do
-                for shots in "${SHOTS_VALUES[@]}"; do
-                    for seed in "${SEED_LIST[@]}"; do step "$dir/fewshot.sh" "$dataset" "$shots" "$seed" || true; done
-                done
-            done
-            ;;
-    esac
-done
+        done
+    done
+}
 
-# The results.
-seeds_csv=$(IFS=,; echo "${SEED_LIST[*]}")
+plan_xd() {
+    local dir dataset seed training
+    for dir in "${METHOD_DIRS[@]}"; do
+        for seed in "${SEED_LIST[@]}"; do
+            add_step -1 "$dir/xd_train.sh" "$seed"
+            training=$LAST_STEP
+            for dataset in "${DATASET_LIST[@]}"; do add_step "$training" "$dir/xd_test.sh" "$dataset" "$seed"; done
+        done
+    done
+}
+
+plan_fewshot() {
+    local dir dataset shots seed
+    for dir in "${METHOD_DIRS[@]}"; do
+        for dataset in "${DATASET_LIST[@]}"; do
+            for shots in "${SHOTS_VALUES[@]}"; do
+                for seed in "${SEED_LIST[@]}"; do add_step -1 "$dir/fewshot.sh" "$dataset" "$shots" "$seed"; done
+            done
+        done
+    done
+}
+
+# describe_step I: the command of step I, as a user would type it.
+describe_step() {
+    printf 'bash %s %s\n' "${STEP_SCRIPTS[$1]#"$REPO_ROOT"/}" "${STEP_ARGS[$1]}"
+}
+
+# ------------------------------------------------------------------------------------------------
+# Ctrl-C and SIGTERM stop the sweep (train.py, in the same process group, stops its run itself)
+# ------------------------------------------------------------------------------------------------
+INTERRUPTED=""
+trap 'INTERRUPTED=SIGINT' INT
+trap 'INTERRUPTED=SIGTERM' TERM
+
+# stop_if_interrupted: after a signal, says what finished, what was interrupted and what was not
+# started, and exits with 130 (SIGINT) or 143 (SIGTERM).
+stop_if_interrupted() {
+    [ -n "$INTERRUPTED" ] || return 0
+    local i finished=() interrupted=() failed=() not_started=()
+    for i in "${!STEP_SCRIPTS[@]}"; do
+        case "${STEP_STATES[$i]}" in
+            done) finished+=("$(describe_step "$i") (done before)") ;;
+            ran) finished+=("$(describe_step "$i")") ;;
+            interrupted) interrupted+=("$(describe_step "$i")") ;;
+            failed) failed+=("$(describe_step "$i")") ;;
+            *) not_started+=("$(describe_step "$i")") ;;
+        esac
+    done
+    {
+        echo
+        echo "Stopped by $INTERRUPTED: the sweep ends here (run the same command again to go on)."
+        echo "Finished (${#finished[@]}):"
+        if [ ${#finished[@]} -gt 0 ]; then printf '  %s\n' "${finished[@]}"; fi
+        echo "Interrupted (${#interrupted[@]}; it resumes, or starts again, when the sweep runs again):"
+        if [ ${#interrupted[@]} -gt 0 ]; then printf '  %s\n' "${interrupted[@]}"; fi
+        if [ ${#failed[@]} -gt 0 ]; then
+            echo "Failed (${#failed[@]}):"
+            printf '  %s\n' "${failed[@]}"
+        fi
+        echo "Not started (${#not_started[@]}):"
+        if [ ${#not_started[@]} -gt 0 ]; then printf '  %s\n' "${not_started[@]}"; fi
+    } >&2
+    if [ "$INTERRUPTED" = SIGINT ]; then exit 130; fi
+    exit 143
+}
+
+# ------------------------------------------------------------------------------------------------
+# The run steps
+# ------------------------------------------------------------------------------------------------
+
+# check_steps: every step asked what it would do (CHECK_ONLY=1: nothing runs). Done steps are
+# skipped later; finished runs made with other settings than those asked for now (each step says
+# which keys) stop the sweep here, before anything runs (exit status 3), unless ALLOW_MIXED=1.
+check_steps() {
+    local i args output status mixed=0
+    for i in "${!STEP_SCRIPTS[@]}"; do
+        read -r -a args <<< "${STEP_ARGS[$i]}"
+        if output=$(CHECK_ONLY=1 bash "${STEP_SCRIPTS[$i]}" "${args[@]}" 2>&1); then status=0; else status=$?; fi
+        stop_if_interrupted
+        case "$status" in
+            0) STEP_STATES[i]=done STEP_CHECKS[i]=$output ;;
+            3) mixed=$((mixed + 1)); printf '%s\n' "$output" >&2 ;;
+            *) ;;  # to run (10), or refused: the step runs and says so itself
+        esac
+    done
+    if [ "$mixed" -gt 0 ]; then
+        echo "Error: $mixed finished run(s) were made with other settings than those asked for now (above); nothing was run." >&2
+        echo "Run the new settings into another OUTPUT, delete those runs to redo them, or set ALLOW_MIXED=1 to keep them as they are." >&2
+        exit 3
+    fi
+}
+
+FAILED=()
+# run_step I: runs step I (or says that it was done, or that its training failed).
+run_step() {
+    local i=$1 needs=${STEP_NEEDS[$1]} args
+    if [ "$needs" -ge 0 ] && [ "${STEP_STATES[$needs]}" != done ] && [ "${STEP_STATES[$needs]}" != ran ]; then
+        STEP_STATES[i]=skipped  # its training failed (listed): nothing to test
+        return
+    fi
+    if [ "${STEP_STATES[$i]}" = done ]; then
+        if [ -n "${STEP_CHECKS[$i]}" ]; then printf '%s\n' "${STEP_CHECKS[$i]}"; fi
+        return
+    fi
+    read -r -a args <<< "${STEP_ARGS[$i]}"
+    if bash "${STEP_SCRIPTS[$i]}" "${args[@]}"; then
+        STEP_STATES[i]=ran
+    elif [ -n "$INTERRUPTED" ]; then
+        STEP_STATES[i]=interrupted
+    else
+        STEP_STATES[i]=failed
+        FAILED+=("$(describe_step "$i")")
+    fi
+}
+
+run_steps() {
+    local i
+    for i in "${!STEP_SCRIPTS[@]}"; do
+        stop_if_interrupted
+        run_step "$i"
+    done
+    stop_if_interrupted
+}
+
+# ------------------------------------------------------------------------------------------------
+# The results
+# ------------------------------------------------------------------------------------------------
 parse() {
     echo
     if ! "$PYTHON" parse_test_res.py "$@"; then FAILED+=("$PYTHON parse_test_res.py $*"); fi
 }
-case "$PROTOCOL" in
-    base2new)
-        trainers=()
-        for dir in "${METHOD_DIRS[@]}"; do
-            trainer=$(load_method "$dir" && printf '%s\n' "$TRAINER")
-            [[ " ${trainers[*]} " == *" $trainer "* ]] || trainers+=("$trainer")
-        done
-        parse "$OUTPUT/base2new" --base2new --datasets "$(IFS=,; echo "${DATASET_LIST[*]}")" --seeds "$seeds_csv" \
-            --methods "$(IFS=,; echo "${trainers[*]}")" ${PARSE_EXTRA[@]+"${PARSE_EXTRA[@]}"}
-        ;;
-    xd)
-        for dir in "${METHOD_DIRS[@]}"; do
-            root=$(load_method "$dir" && xd_eval_root "$(recipe xd "${SOURCE:-imagenet}")")
-            for dataset in "${DATASET_LIST[@]}"; do parse "$root/$dataset" --test-log --seeds "$seeds_csv"; done
-        done
-        ;;
-    fewshot)
-        for dir in "${METHOD_DIRS[@]}"; do
-            for dataset in "${DATASET_LIST[@]}"; do
-                for shots in "${SHOTS_VALUES[@]}"; do
-                    root=$(load_method "$dir" && fewshot_root "$dataset" "$(recipe fewshot "$dataset" "$shots")" "$shots")
-                    parse "$root" --seeds "$seeds_csv"
+
+print_results() {
+    local seeds_csv dir dataset shots root names=()
+    seeds_csv=$(IFS=,; echo "${SEED_LIST[*]}")
+    case "$PROTOCOL" in
+        base2new)
+            for dir in "${METHOD_DIRS[@]}"; do names+=("$(load_method "$dir" && printf '%s\n' "$METHOD")"); done
+            parse "$OUTPUT/base2new" --base2new --datasets "$(IFS=,; echo "${DATASET_LIST[*]}")" --seeds "$seeds_csv" \
+                --methods "$(IFS=,; echo "${names[*]}")" ${PARSE_EXTRA[@]+"${PARSE_EXTRA[@]}"}
+            ;;
+        xd)
+            for dir in "${METHOD_DIRS[@]}"; do
+                root=$(load_method "$dir" && xd_eval_root "$(recipe xd "${SOURCE:-imagenet}")")
+                for dataset in "${DATASET_LIST[@]}"; do parse "$root/$dataset" --test-log --seeds "$seeds_csv"; done
+            done
+            ;;
+        fewshot)
+            for dir in "${METHOD_DIRS[@]}"; do
+                for dataset in "${DATASET_LIST[@]}"; do
+                    for shots in "${SHOTS_VALUES[@]}"; do
+                        root=$(load_method "$dir" && fewshot_root "$dataset" "$(recipe fewshot "$dataset" "$shots")" "$shots")
+                        parse "$root" --seeds "$seeds_csv"
+                    done
                 done
             done
-        done
-        ;;
-esac
+            ;;
+    esac
+}
 
+"plan_$PROTOCOL"
+check_steps
+run_steps
+print_results
 if [ ${#FAILED[@]} -gt 0 ]; then
     echo >&2
     echo "Failed (${#FAILED[@]}):" >&2

@@ -73,6 +73,19 @@ def test_existing_log_is_never_overwritten(tmp_path, restore_stdout):
     assert new_log.read_text() == "second run\n"
 
 
+def test_a_second_start_in_the_same_second_gets_a_log_of_its_own(tmp_path, restore_stdout, monkeypatch):
+    import dassl.utils.logger as logger_module
+
+    monkeypatch.setattr(logger_module.time, "strftime", lambda fmt: "-2024-05-01-12-00-00")
+    (tmp_path / "log.txt").write_text("first run\n")
+    (tmp_path / "log.txt-2024-05-01-12-00-00").write_text("second run\n")
+    setup_logger(str(tmp_path))
+    print("third run")
+    sys.stdout.flush()
+    assert (tmp_path / "log.txt-2024-05-01-12-00-00").read_text() == "second run\n"
+    assert (tmp_path / "log.txt-2024-05-01-12-00-00-1").read_text() == "third run\n"
+
+
 def test_explicit_log_file_path(tmp_path, restore_stdout):
     setup_logger(str(tmp_path / "logs" / "train.log"))
     print("x")

@@ -13,8 +13,9 @@ import pytest
 
 import parse_test_res as ptr
 from tests.log_fixtures import eval_only_log, training_log, write
+from tools.methods import load_methods
 from tools.results import logs
-from tools.results.base2new import label_settings
+from tools.results.base2new import group_settings
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PUBLISHED = os.path.join(REPO, "docs", "published_base2new.csv")
@@ -232,13 +233,100 @@ def test_published_file_holds_mapple_readme_averages():
     assert "MaPLe's README" in reference.source
 
 
-def test_labels_tell_variants_of_one_trainer_apart():
-    settings = label_settings(
-        [("shots_16", "IVLP", "a_language_only"), ("shots_16", "IVLP", "b_2+2ctx"), ("shots_16", "CoOp", "x")]
-    )
-    assert [s.label for s in settings] == ["IVLP (a_language_only)", "IVLP (b_2+2ctx)", "CoOp"]
-    settings = label_settings([("shots_4", "CoOp", "x"), ("shots_16", "CoOp", "x")])
-    assert [s.label for s in settings] == ["CoOp [shots_4]", "CoOp [shots_16]"]
+def labels(keys, methods):
+    return [s.label for s in group_settings({key: set(datasets) for key, datasets in keys.items()}, methods)]
+
+
+def test_a_method_is_one_row_over_its_per_dataset_recipes_and_variants_stay_apart():
+    """Rows come from the registry: a method's per-dataset recipes are one row (ALIGN on SUN397,
+    CoOp on ImageNet), two methods of one trainer stay apart by their names, runs no method claims
+    keep a trainer row (MMP, all its recipes) or a trainer-and-recipe row (IVLP with another
+    recipe)."""
+    methods = load_methods()
+    keys = {
+        ("shots_16", "ALIGN", "vit_b16_c2_ep20_batch4_2ctx"): ["caltech101", "dtd"],
+        ("shots_16", "ALIGN", "vit_b16_c2_ep20_batch4_2ctx_sun397"): ["sun397"],
+        ("shots_16", "CoOp", "vit_b16_ctxv1"): ["dtd"],
+        ("shots_16", "CoOp", "vit_b16_ep50_ctxv1"): ["imagenet"],
+        ("shots_16", "IVLP", "vit_b16_c2_ep5_batch4_2+2ctx"): ["dtd"],
+        ("shots_16", "IVLP", "vit_b16_c2_ep5_batch4_4ctx_language_only"): ["dtd"],
+        ("shots_16", "IVLP", "my_variant"): ["dtd"],
+        ("shots_16", "MMP", "vit_b16_c2_ep5_batch4_2ctx"): ["dtd"],
+        ("shots_16", "MMP", "sun397"): ["sun397"],
+    }
+    settings = group_settings({key: set(datasets) for key, datasets in keys.items()}, methods)
+    by_label = {s.label: s for s in settings}
+    assert sorted(by_label) == ["ALIGN", "CoOp", "IVLP", "IVLP (my_variant)", "LanguagePrompting", "MMP"]
+    align = by_label["ALIGN"]
+    assert align.cfgs == ("vit_b16_c2_ep20_batch4_2ctx", "vit_b16_c2_ep20_batch4_2ctx_sun397")
+    assert align.cfg_of("sun397") == "vit_b16_c2_ep20_batch4_2ctx_sun397" and align.cfg_of("dtd") == align.cfgs[0]
+    assert align.describe_cfgs() == "vit_b16_c2_ep20_batch4_2ctx (sun397: vit_b16_c2_ep20_batch4_2ctx_sun397)"
+    assert by_label["LanguagePrompting"].method == "LanguagePrompting" and by_label["MMP"].method is None
+    assert by_label["MMP"].cfg_of("sun397") == "sun397" and by_label["IVLP (my_variant)"].method is None
+
+    # A dataset run under two recipes of a method: the method's own recipe keeps the method's row.
+    keys = {
+        ("shots_16", "ALIGN", "vit_b16_c2_ep20_batch4_2ctx"): ["caltech101", "dtd"],
+        ("shots_16", "ALIGN", "ablation"): ["dtd"],
+    }
+    assert labels(keys, methods) == ["ALIGN", "ALIGN (ablation)"]
+    # The same method at two shot counts; without a registry, a row per trainer and recipe.
+    keys = {("shots_4", "CoOp", "x"): ["dtd"], ("shots_16", "CoOp", "x"): ["dtd"]}
+    assert labels(keys, methods) == ["CoOp [shots_16]", "CoOp [shots_4]"]
+    keys = {("shots_16", "IVLP", "a_language_only"): ["dtd"], ("shots_16", "IVLP", "b_2+2ctx"): ["dtd"]}
+    assert labels(keys, None) == ["IVLP (a_language_only)", "IVLP (b_2+2ctx)"]
+
+
+def test_a_dataset_with_its_own_recipe_is_in_its_methods_row(tmp_path, capsys):
+    """ALIGN runs SUN397 with its own recipe: the table has one ALIGN row over the three datasets
+    (not a 2-dataset row and a 1-dataset row with "sun397: no runs"); --methods takes method
+    names (LanguagePrompting runs the IVLP trainer) and still takes trainer names."""
+    root = str(tmp_path / "base2new")
+    make_runs(root, ALIGN_BASE, ALIGN_NEW, ("shots_16", "ALIGN", "vit_b16_c2_ep20_batch4_2ctx"))
+    sun_base, sun_new = {"sun397": {1: 78.0, 2: 79.0, 3: 80.0}}, {"sun397": {1: 76.0, 2: 77.0, 3: 78.0}}
+    make_runs(root, sun_base, sun_new, ("shots_16", "ALIGN", "vit_b16_c2_ep20_batch4_2ctx_sun397"))
+    lp = ("shots_16", "IVLP", "vit_b16_c2_ep5_batch4_4ctx_language_only")
+    make_runs(root, {"dtd": {1: 70.0}}, {"dtd": {1: 50.0}}, lp)
+    make_runs(root, {"dtd": {1: 72.0}}, {"dtd": {1: 52.0}}, ("shots_16", "IVLP", "vit_b16_c2_ep5_batch4_2+2ctx"))
+
+    datasets = "caltech101,dtd,sun397"
+    status, text, _ = run_cli(capsys, root, "--base2new", "--datasets", datasets, "--methods", "ALIGN")
+    assert status == 0 and "no runs" not in text
+    assert "shots_16 / ALIGN / vit_b16_c2_ep20_batch4_2ctx (sun397: vit_b16_c2_ep20_batch4_2ctx_sun397)" in text
+    assert "Average (3 datasets)" in text
+    base = {**ALIGN_BASE, **sun_base}
+    new = {**ALIGN_NEW, **sun_new}
+    align = expected_method(base, new)
+    _, json_text, _ = run_cli(capsys, root, "--base2new", "--format", "json")
+    comparison = {entry["method"]: entry for entry in json.loads(json_text)["comparison"]}
+    assert sorted(comparison) == ["ALIGN", "IVLP", "LanguagePrompting"]
+    assert comparison["ALIGN"]["datasets"] == ["caltech101", "dtd", "sun397"]
+    assert comparison["ALIGN"]["base"]["mean"] == pytest.approx(align["base"], abs=1e-12)
+    assert comparison["ALIGN"]["hm"] == pytest.approx(align["hm"], abs=1e-12)
+    assert comparison["LanguagePrompting"]["base"]["mean"] == 70.0 and comparison["IVLP"]["base"]["mean"] == 72.0
+    _, csv_text, _ = run_cli(capsys, root, "--base2new", "--format", "csv", "--methods", "ALIGN")
+    (sun_row,) = [
+        r for r in csv.DictReader(io.StringIO(csv_text)) if r["kind"] == "dataset" and r["dataset"] == "sun397"
+    ]
+    assert sun_row["cfg"] == "vit_b16_c2_ep20_batch4_2ctx_sun397" and sun_row["method"] == "ALIGN"
+
+    _, text, _ = run_cli(capsys, root, "--base2new", "--methods", "LanguagePrompting,ALIGN")
+    lines = text.splitlines()
+    assert lines[3].startswith("LanguagePrompting ") and lines[4].startswith("ALIGN ")
+    # The fixture's logs are of the older form, without the model file lines: said in one note.
+    assert lines[5:] == [
+        "Note: 10 new results of trained models record no model file (logs of an older version): not checked "
+        "against their base run's model"
+    ]
+    _, json_text, _ = run_cli(capsys, root, "--base2new", "--methods", "LanguagePrompting,IVLP", "--format", "json")
+    assert [e["method"] for e in json.loads(json_text)["comparison"]] == ["LanguagePrompting", "IVLP"]
+    # A trainer name that is no method's (the official MMP): all its recipes in one row.
+    make_runs(root, {"dtd": {1: 80.0}}, {"dtd": {1: 60.0}}, ("shots_16", "MMP", "vit_b16_c2_ep5_batch4_2ctx"))
+    make_runs(root, {"sun397": {1: 78.0}}, {"sun397": {1: 76.0}}, ("shots_16", "MMP", "sun397"))
+    _, json_text, _ = run_cli(capsys, root, "--base2new", "--methods", "MMP", "--per-dataset", "--format", "json")
+    ((entry,), settings) = (json.loads(json_text)["comparison"], json.loads(json_text)["settings"])
+    assert (entry["method"], entry["datasets"]) == ("MMP", ["dtd", "sun397"])
+    assert [row["cfg"] for row in settings[0]["rows"]] == ["vit_b16_c2_ep5_batch4_2ctx", "sun397"]
 
 
 # ------------------------------------------------------------------------------------------------

@@ -26,6 +26,8 @@ ZERO_SHOT_SETTING = ("shots_4", "ZeroshotCLIP", "toy_clip")
 LEARNER = "MultiModalPromptLearner"
 # One epoch of 4 shots per class, large batches: the scripts' plumbing, not the learning, is tested.
 TINY_OPTS = "OPTIM.MAX_EPOCH 1 DATALOADER.TRAIN_X.BATCH_SIZE 32"
+# A PYTHON that prints the train.py call it gets (the scripts' own checks, python -m ..., run).
+FAKE_PYTHON = f'#!/usr/bin/env bash\nif [ "$1" = -m ]; then exec {sys.executable} "$@"; fi\necho "train.py $*"\n'
 
 
 @pytest.fixture(scope="module")
@@ -137,18 +139,22 @@ def test_second_runs_are_skipped(demo, env):
     assert "Base-to-new results in" in output and "toy_shapes           1,2" in output
 
 
-def test_partial_training_folder_is_refused_not_retrained(demo, env):
+def test_a_folder_that_train_py_cannot_have_written_is_refused_not_retrained(demo, env):
     partial = out(env, "base2new", "train_base", "toy_shapes", *SETTING, "seed7")
     os.makedirs(partial)
+    with open(osp.join(partial, "notes.txt"), "w") as f:
+        f.write("mine\n")
     output = run_script("align/base2new_train.sh", "toy_shapes", "7", env=env, expect=1)
-    assert f"Error: {partial} exists but holds no result and no checkpoint" in output
-    assert os.listdir(partial) == []
+    refusal = f"Error: {partial} holds no result and no checkpoint, and what train.py does not write there"
+    assert f"{refusal} (notes.txt): it is not trained over." in output
+    assert f"Delete it to train again: rm -r {partial}" in output
+    assert os.listdir(partial) == ["notes.txt"]
 
 
-def test_folder_of_failed_starts_is_run_again_and_a_started_one_refused(demo, env):
+def test_folder_of_failed_starts_is_run_again_also_once_a_log_shows_an_epoch(demo, env):
     """A run that stopped before training (here: a dataset missing from DATA) leaves only its
-    log.txt: the next call runs again (keeping the old log); once a log shows a training epoch,
-    the folder is refused."""
+    log.txt: the next call runs again (keeping the old log); a log that shows a training epoch but
+    no checkpoint (killed in its first epoch) is started again too, the old logs kept."""
     failed = out(env, "base2new", "train_base", "caltech101", *SETTING, "seed1")
     first = run_script("align/base2new_train.sh", "caltech101", "1", env=env, expect=1)
     assert "Error: " in first and "caltech-101" in first and "running again" not in first
@@ -160,8 +166,8 @@ def test_folder_of_failed_starts_is_run_again_and_a_started_one_refused(demo, en
     with open(osp.join(failed, "log.txt"), "a") as f:
         f.write("epoch [1/1] batch [1/3] time 0.1 (0.1)\n")
     third = run_script("align/base2new_train.sh", "caltech101", "1", env=env, expect=1)
-    assert f"Error: {failed} exists but holds no result and no checkpoint" in third
-    assert sorted(os.listdir(failed)) == logs
+    assert f"Found a run in {failed} that stopped before its first checkpoint without a result" in third
+    assert len(os.listdir(failed)) == 3 and set(logs) < set(os.listdir(failed))
 
 
 def test_unfinished_run_with_a_checkpoint_resumes(demo, env):
@@ -208,7 +214,7 @@ def test_fewshot_scripts(demo, env):
 def test_fewshot_picks_the_recipe_by_shots(env, tmp_path):
     """Without CFG, fewshot.sh chooses the recipe that carries the official epoch count."""
     fake_python = tmp_path / "python"
-    fake_python.write_text('#!/usr/bin/env bash\necho "train.py $*"\n')
+    fake_python.write_text(FAKE_PYTHON)
     fake_python.chmod(0o755)
     fake_env = {k: v for k, v in env.items() if k != "CFG"}
     fake_env.update(PYTHON=str(fake_python), OUTPUT=str(tmp_path / "out"))
@@ -269,14 +275,19 @@ def test_scripts_run_from_any_folder_by_a_relative_path(demo, env, tmp_path):
 
 
 def bash_result_log(folder, kind):
-    """scripts/common.sh's result_log: (exit status, the log it names)."""
+    """What the scripts decide for a folder (scripts/common.sh's run_status, CHECK_ONLY=1, without a
+    request): (0, the log it names) when it is done, (its exit status, "") when it is to run."""
+    script = 'source scripts/common.sh && TRAIN_ARGS=() && CHECK_ONLY=1 run_status "$1" "$0"'
     result = subprocess.run(
-        ["bash", "-c", 'source scripts/common.sh && result_log "$0" "$1"', str(folder), kind],
+        ["bash", "-c", script, str(folder), kind],
         cwd=REPO,
+        env=dict(os.environ, PYTHON=sys.executable),
         capture_output=True,
         text=True,
     )
-    return result.returncode, result.stdout.strip()
+    if result.returncode != 0:
+        return result.returncode, ""
+    return 0, osp.join(str(folder), re.search(r"; result in (\S+)\)$", result.stdout, flags=re.M).group(1))
 
 
 @pytest.mark.parametrize(
@@ -313,7 +324,7 @@ def test_the_newest_complete_log_is_the_result_in_scripts_and_parser(tmp_path, l
     for name, content in logs.items():
         write(folder / name, texts[content])
     status, log = bash_result_log(folder, kind)
-    assert (status, log) == ((0, str(folder / expected)) if expected else (1, ""))
+    assert (status, log) == ((0, str(folder / expected)) if expected else (10, ""))
     signals = TRAIN_END_SIGNALS if kind == "train" else (TEST_END_SIGNAL,)
     read = read_run(str(folder), [keyword_metric("accuracy")], signals)
     assert (read.status == FOUND) == (expected is not None)
@@ -467,7 +478,7 @@ def test_mmp_scripts_from_their_folder_and_from_the_root(demo, env, repo_copy):
 
 def test_mmp_scripts_default_to_the_official_dataset_seed_and_configs(env, repo_copy, tmp_path):
     fake_python = tmp_path / "python"
-    fake_python.write_text('#!/usr/bin/env bash\necho "train.py $*"\n')
+    fake_python.write_text(FAKE_PYTHON)
     fake_python.chmod(0o755)
     fake_env = {k: v for k, v in env.items() if k not in ("CFG", "SHOTS")}
     fake_env.update(PYTHON=str(fake_python), OUTPUT=str(tmp_path / "out"))

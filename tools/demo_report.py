@@ -40,7 +40,7 @@ PLAN_IMAGES = 4
 
 def method_rows(base2new_dir, methods=None):
     """{label: SettingAverage} of the toy dataset (each method's row of the comparison table, by
-    its label there: the trainer name, with the cfg where a trainer has several), in table order."""
+    its label there: the method's name), in table order."""
     report = parse_base2new(base2new_dir, "accuracy", "std", datasets=[DATASET], methods=methods)
     return {average.setting.label: average for average in report.of_kind("average")}
 
@@ -86,7 +86,7 @@ def transport_plans(data_root, align_setting, output_dir):
         DATASET,
         align_setting.shots,
         ALIGN,
-        align_setting.cfg,
+        align_setting.cfg_of(DATASET),
         "seed1",
     )
     args = train.build_parser().parse_args(
@@ -99,7 +99,7 @@ def transport_plans(data_root, align_setting, output_dir):
             "--dataset-config-file",
             f"configs/datasets/{DATASET}.yaml",
             "--config-file",
-            osp.join(ALIGN_CONFIG_DIR, f"{align_setting.cfg}.yaml"),
+            osp.join(ALIGN_CONFIG_DIR, f"{align_setting.cfg_of(DATASET)}.yaml"),
             "DATASET.NUM_SHOTS",
             align_setting.shots.replace("shots_", ""),
             "DATASET.SUBSAMPLE_CLASSES",
@@ -168,7 +168,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("output", help="the demo's OUTPUT folder (holds base2new/)")
     parser.add_argument("--data", default=None, help="the toy world's DATA root (default: OUTPUT/data)")
-    parser.add_argument("--methods", default=None, help="the methods (trainer names) to show, in order: a,b")
+    parser.add_argument("--methods", default=None, help="the methods (method names) to show, in order: a,b")
     args = parser.parse_args(argv)
     data_root = args.data or osp.join(args.output, "data")
     methods = args.methods.split(",") if args.methods else None

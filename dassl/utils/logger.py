@@ -112,7 +112,8 @@ def setup_logger(output=None):
     Args:
         output (str or None): None does nothing. A path ending in ``.txt`` or ``.log`` is the log
             file; any other path is a folder and the file is ``output/log.txt``. An existing file
-            is never overwritten: the new one gets the suffix ``-%Y-%m-%d-%H-%M-%S``.
+            is never overwritten: the new one gets the suffix ``-%Y-%m-%d-%H-%M-%S`` (and
+            ``-1``, ``-2``, ... after it for another start in the same second).
 
     Only the main process writes a log file (the seam for distributed runs, ``dassl.utils.dist``).
     """
@@ -125,7 +126,10 @@ def setup_logger(output=None):
         fpath = osp.join(output, "log.txt")
 
     if osp.exists(fpath):
-        fpath += time.strftime("-%Y-%m-%d-%H-%M-%S")
+        stamped = fpath + time.strftime("-%Y-%m-%d-%H-%M-%S")
+        fpath, number = stamped, 1
+        while osp.exists(fpath):  # a start in the same second: "-1", "-2", ... (they sort after it)
+            fpath, number = f"{stamped}-{number}", number + 1
 
     console = sys.stdout
     if isinstance(console, Logger):

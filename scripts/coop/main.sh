@@ -19,7 +19,7 @@ load_method "$SCRIPT_DIR"
 check_dataset "$DATASET"
 for SEED in ${SEEDS:-1 2 3}; do
     DIR=$(fewshot_root "$DATASET" "$RECIPE" "$SHOTS")/nctx${NCTX}_csc${CSC}_ctp${CTP}/seed$SEED
-    # A subshell: a finished seed ends it (skip_if_done exits), not the loop.
+    # A subshell: a finished seed ends it (run_status exits), not the loop.
     (train "$RECIPE" "$DIR" "$SEED" "$DATASET" \
         TRAINER.COOP.N_CTX "$NCTX" \
         TRAINER.COOP.CSC "$CSC" \

@@ -115,27 +115,35 @@ fewshot_root() { # DATASET CFG SHOTS: the folder of the seeds
     printf '%s\n' "$OUTPUT/$1/$TRAINER/${2}_${3}shots"
 }
 
-# evaluate CFG DIR SEED DATASET MODEL_DIR [KEY VALUE...]: an eval-only run into DIR, skipped when
-# DIR has a result; with a MODEL_DIR (methods that train), the model that its training deployed.
+# evaluate CFG DIR SEED DATASET MODEL_DIR [KEY VALUE...]: an eval-only run into DIR; with a
+# MODEL_DIR (methods that train), of the model that its training deployed. Skipped when DIR has a
+# result of that model made with these settings (run_status).
 evaluate() {
     local cfg=$1 dir=$2 seed=$3 dataset=$4 model_dir=$5 config
+    local model_args=()
     shift 5
-    skip_if_done "$dir" eval
     config=$(config_file "$cfg")
-    MODEL_ARGS=()
-    if [ -n "$LEARNER" ]; then trained_model_args "$model_dir" "$LEARNER"; fi
-    train_py "$dataset" "$config" "$dir" "$seed" ${MODEL_ARGS[@]+"${MODEL_ARGS[@]}"} --eval-only "$@"
+    train_args "$dataset" "$config" "$dir" "$seed" --eval-only "$@"
+    if [ -n "$LEARNER" ]; then
+        run_status eval "$dir" --model-dir "$model_dir" --learner "$LEARNER"
+        model_args=(--model-dir "$model_dir")
+        if [ -n "$LOAD_EPOCH" ]; then model_args+=(--load-epoch "$LOAD_EPOCH"); fi
+    else
+        run_status eval "$dir"
+    fi
+    train_py "$dataset" "$config" "$dir" "$seed" ${model_args[@]+"${model_args[@]}"} --eval-only "$@"
 }
 
-# train CFG DIR SEED DATASET [KEY VALUE...]: a training run into DIR, skipped when DIR has a
-# result, resumed when it holds a checkpoint.
+# train CFG DIR SEED DATASET [KEY VALUE...]: a training run into DIR: skipped when DIR has a result
+# made with these settings, resumed when it holds a checkpoint, started again when its logs say why
+# it stopped before one (run_status).
 train() {
     local cfg=$1 dir=$2 seed=$3 dataset=$4 config
     shift 4
-    skip_if_done "$dir" train
     config=$(config_file "$cfg")
-    check_partial_training "$dir" "$LEARNER"
-    train_py "$dataset" "$config" "$dir" "$seed" "$@"
+    train_args "$dataset" "$config" "$dir" "$seed" "$@"
+    run_status train "$dir" --learner "$LEARNER"
+    "$PYTHON" train.py "${TRAIN_ARGS[@]}"
 }
 
 base2new_train() { # DATASET SEED

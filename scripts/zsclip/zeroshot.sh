@@ -10,8 +10,11 @@ check_dataset "$1"
 CFG=$(recipe xd "$1")
 
 DIR=$OUTPUT/ZeroshotCLIP/$CFG/$1
-skip_if_done "$DIR" eval
-"$PYTHON" train.py --root "$DATA" --trainer "$TRAINER" \
-    --dataset-config-file "configs/datasets/$1.yaml" \
-    --config-file "$(config_file "$CFG")" \
+TRAIN_ARGS=(
+    --root "$DATA" --trainer "$TRAINER"
+    --dataset-config-file "configs/datasets/$1.yaml"
+    --config-file "$(config_file "$CFG")"
     --output-dir "$DIR" --eval-only ${EXTRA_OPTS[@]+"${EXTRA_OPTS[@]}"}
+)
+run_status eval "$DIR"  # skipped when it has a result made with these settings
+"$PYTHON" train.py "${TRAIN_ARGS[@]}"

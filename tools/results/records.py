@@ -3,7 +3,7 @@
 Runs mode (CoOp's view) yields, per experiment folder: one ``RunResult`` or ``RunProblem`` per run,
 then an ``ExperimentSummary``; with ``--multi-exp`` a final ``MultiExpAverage`` per metric.
 
-Base-to-new mode yields, per setting (shots, trainer, cfg), for each dataset row its
+Base-to-new mode yields, per setting (a method at a shot count), for each dataset row its
 ``SeedPair`` records then its ``DatasetRow``, then the setting's ``SettingAverage`` (the method's
 row of the comparison table) and its ``Problem`` records; discovery problems that belong to no
 setting come last (``Problem`` with ``setting`` None).
@@ -100,16 +100,39 @@ class MultiExpAverage:
 
 @dataclass(frozen=True)
 class Setting:
-    """What a table is about: one (shots, trainer, cfg), and its row label in a comparison."""
+    """What a table is about: one method's runs at one shot count, and its row label.
+
+    A method is one row whatever recipe each dataset used (ALIGN's own recipe for SUN397, CoOp's
+    for ImageNet): ``cfgs`` are its recipes (the main one first) and ``dataset_cfgs`` says which
+    recipe each dataset's runs used, ``((dataset, cfg), ...)``. ``method`` is the registry's name
+    (tools/methods.py), None for runs that no method claims (a trainer without a method, such as
+    MMP, or a recipe no method of a shared trainer runs).
+    """
 
     shots: str
     trainer: str
-    cfg: str
+    cfgs: tuple
     label: str
+    method: str | None = None
+    dataset_cfgs: tuple = ()
 
     @property
-    def key(self):
-        return (self.shots, self.trainer, self.cfg)
+    def cfg(self):
+        """The recipes as one string: the recipe, or several separated by spaces."""
+        return " ".join(self.cfgs)
+
+    def cfg_of(self, dataset):
+        """The recipe of ``dataset``'s runs (the main recipe for a dataset without runs)."""
+        return dict(self.dataset_cfgs).get(dataset, self.cfgs[0])
+
+    def folder(self, dataset):
+        """The folder names below ``<side>/<dataset>/``: (shots, trainer, cfg)."""
+        return (self.shots, self.trainer, self.cfg_of(dataset))
+
+    def describe_cfgs(self):
+        """The main recipe, and the datasets that used another: "a (sun397: b)"."""
+        others = [f"{dataset}: {cfg}" for dataset, cfg in self.dataset_cfgs if cfg != self.cfgs[0]]
+        return self.cfgs[0] + (f" ({', '.join(others)})" if others else "")
 
 
 @dataclass(frozen=True)
@@ -175,8 +198,11 @@ class SettingAverage:
 class Problem:
     """Something absent from a base-to-new table, or that could not be read.
 
-    kind: "missing", "unreadable" or "malformed". seed and side ("base"/"new") are None for a
-    note about a whole dataset; setting is None for a folder that belongs to no known setting.
+    kind: "missing", "unreadable", "malformed" or "stale" (a new result of another model than the
+    base run's: never paired), all left out of the means; or "unchecked" (a pair that was used,
+    but whose new log records no model identity, so that it could not be checked). seed and side
+    ("base"/"new") are None for a note about a whole dataset; setting is None for a folder that
+    belongs to no known setting.
     """
 
     setting: Setting | None

@@ -33,11 +33,15 @@ class Reference:
     rows: tuple  # (method, cfg, dataset, Published)
 
     def find(self, trainer, cfg, dataset):
-        """The Published numbers for a table row, or None (the most specific matching row)."""
+        """The Published numbers for a table row, or None (the most specific matching row).
+
+        cfg: the row's recipe, or several (a method's average over datasets with their own
+        recipes): a row's cfg piece matches when it is in one of them."""
+        cfgs = (cfg,) if isinstance(cfg, str) else tuple(cfg)
         matches = [
             (bool(row_cfg), published)
             for method, row_cfg, row_dataset, published in self.rows
-            if method.lower() == trainer.lower() and row_dataset == dataset and row_cfg in cfg
+            if method.lower() == trainer.lower() and row_dataset == dataset and any(row_cfg in c for c in cfgs)
         ]
         return max(matches, key=lambda match: match[0])[1] if matches else None
 
@@ -75,8 +79,11 @@ def attach(report, reference):
     records = []
     for record in report.records:
         if record.kind in ("dataset", "average"):
-            dataset = record.dataset if record.kind == "dataset" else AVERAGE
-            published = reference.find(record.setting.trainer, record.setting.cfg, dataset)
+            setting = record.setting
+            if record.kind == "dataset":
+                published = reference.find(setting.trainer, setting.cfg_of(record.dataset), record.dataset)
+            else:
+                published = reference.find(setting.trainer, setting.cfgs, AVERAGE)
             record = dataclasses.replace(record, published=published)
         records.append(record)
     return dataclasses.replace(

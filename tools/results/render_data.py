@@ -5,7 +5,9 @@ import csv
 import io
 import json
 
-PROBLEM_KINDS = ("missing", "unreadable", "malformed")
+RUN_PROBLEM_KINDS = ("missing", "unreadable", "malformed")
+PROBLEM_KINDS = RUN_PROBLEM_KINDS + ("stale",)  # base-to-new: "stale", a new result of another model
+NOTE_KINDS = ("unchecked",)  # base-to-new: a pair that was used, with a note
 
 
 def csv_text(columns, rows):
@@ -39,7 +41,7 @@ def runs_csv(report):
         if record.kind == "run":
             where = {"experiment": record.experiment, "run": record.run, "file": record.file}
             rows += [dict(where, kind="run", metric=name, value=value) for name, value in record.values.items()]
-        elif record.kind in PROBLEM_KINDS:
+        elif record.kind in RUN_PROBLEM_KINDS:
             rows.append(
                 dict(
                     kind=record.kind, experiment=record.experiment, run=record.run, file=record.file, note=record.reason
@@ -64,7 +66,7 @@ def runs_json(report):
             "directory": summary.experiment,
             "runs": [{"run": r.run, "file": r.file, "values": r.values} for r in mine if r.kind == "run"],
         }
-        for kind in PROBLEM_KINDS:
+        for kind in RUN_PROBLEM_KINDS:
             entry[kind] = [{"run": r.run, "file": r.file, "reason": r.reason} for r in mine if r.kind == kind]
         entry["summary"] = {
             name: {"mean": stats.mean, spread: stats.spread(spread), "n": stats.n}
@@ -105,6 +107,8 @@ def base2new_csv(report):
     for record in report.records:
         setting = record.setting
         where = {} if setting is None else {"shots": setting.shots, "trainer": setting.trainer, "cfg": setting.cfg}
+        if setting is not None and getattr(record, "dataset", "") not in ("", None):
+            where["cfg"] = setting.cfg_of(record.dataset)  # a dataset's rows: its own recipe
         if record.kind == "seed":
             values = {"seeds": record.seed, "n": 1, "base": record.base, "new": record.new}
             rows.append(dict(where, kind="seed", dataset=record.dataset, **values))
@@ -121,8 +125,10 @@ def base2new_csv(report):
                     {base_spread: record.base_seeds.spread(spread), new_spread: record.new_seeds.spread(spread)}
                 )
             rows.append(dict(where, kind="average", dataset="Average", **values, **_published_cells(record)))
-        elif record.kind in PROBLEM_KINDS:
+        elif record.kind in PROBLEM_KINDS + NOTE_KINDS:
             values = {"dataset": record.dataset, "seeds": record.seed, "side": record.side}
+            if setting is not None:
+                values["method"] = setting.label
             rows.append(dict(where, kind=record.kind, path=record.path, note=record.reason, **values))
     return csv_text(columns, rows)
 
@@ -146,6 +152,7 @@ def _setting_entry(report, setting, spread):
         rows.append(
             {
                 "dataset": row.dataset,
+                "cfg": setting.cfg_of(row.dataset),
                 "seeds": list(row.seeds),
                 "n": len(row.seeds),
                 "base": {"mean": row.base.mean, spread: row.base.spread(spread)},
@@ -164,12 +171,15 @@ def _setting_entry(report, setting, spread):
         a = averages[0]
         average = {"datasets": list(a.datasets), "base": a.base, "new": a.new, "hm": a.hm}
     return {
+        "method": setting.label,
         "shots": setting.shots,
         "trainer": setting.trainer,
         "cfg": setting.cfg,
+        "cfgs": list(setting.cfgs),
         "rows": rows,
         "average": average,
         "missing": [_problem(record) for record in mine if record.kind in PROBLEM_KINDS],
+        "unchecked": [_problem(record) for record in mine if record.kind in NOTE_KINDS],
     }
 
 
@@ -184,6 +194,7 @@ def _comparison_entry(average, spread):
         "shots": setting.shots,
         "trainer": setting.trainer,
         "cfg": setting.cfg,
+        "cfgs": list(setting.cfgs),
         "datasets": list(average.datasets),
         "seeds": list(average.seeds),
         "base": side(average.base, average.base_seeds),

@@ -96,7 +96,7 @@ def setting_table(report, setting):
     spread = report.spread
     lines = [
         "",
-        f"{setting.shots} / {setting.trainer} / {setting.cfg} ({report.keyword} %, mean +- "
+        f"{setting.shots} / {setting.trainer} / {setting.describe_cfgs()} ({report.keyword} %, mean +- "
         f"{SPREAD_LABELS[spread]} over seeds; HM of the mean Base and New)",
     ]
     rows = of_setting(report, setting, "dataset")
@@ -159,10 +159,25 @@ def mean_spread_of(mean, seed_stats, spread):
     return f"{mean:.2f}" if seed_stats is None else f"{mean:.2f} +- {seed_stats.spread(spread):.2f}"
 
 
+PROBLEM_KINDS = ("missing", "unreadable", "malformed", "stale")
+
+
+def unchecked_note(unchecked):
+    """One line on the pairs whose new log records no model file (they are used)."""
+    if not unchecked:
+        return []
+    count = len(unchecked)
+    return [
+        f"Note: {count} new result{'s' if count > 1 else ''} of trained models record{'' if count > 1 else 's'} "
+        "no model file (logs of an older version): not checked against their base run's model"
+    ]
+
+
 def base2new_lines(report):
     if report.comparison:
         lines = comparison_table(report)
-        problems = [p for p in report.of_kind("missing", "unreadable", "malformed") if p.setting is not None]
+        lines += unchecked_note(report.of_kind("unchecked"))
+        problems = [p for p in report.of_kind(*PROBLEM_KINDS) if p.setting is not None]
         if problems:
             lines.append("Missing (a seed without both results is left out of the means):")
             lines += [f"  {problem.setting.label}: {describe(problem)}" for problem in problems]
@@ -170,11 +185,12 @@ def base2new_lines(report):
         lines = [f"Base-to-new results in {report.directory}"]
         for setting in report.settings:
             lines += setting_table(report, setting)
-            problems = of_setting(report, setting, "missing", "unreadable", "malformed")
+            lines += unchecked_note(of_setting(report, setting, "unchecked"))
+            problems = of_setting(report, setting, *PROBLEM_KINDS)
             if problems:
                 lines.append("Missing (a seed without both results is left out of the means):")
                 lines += ["  " + describe(problem) for problem in problems]
-    unplaced = [p for p in report.of_kind("missing", "unreadable", "malformed") if p.setting is None]
+    unplaced = [p for p in report.of_kind(*PROBLEM_KINDS) if p.setting is None]
     if unplaced:
         lines.append("Not read:")
         lines += ["  " + describe(problem) for problem in unplaced]
