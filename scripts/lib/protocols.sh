@@ -127,6 +127,17 @@ evaluate() {
     train_py "$dataset" "$config" "$dir" "$seed" ${MODEL_ARGS[@]+"${MODEL_ARGS[@]}"} --eval-only "$@"
 }
 
+# evaluate_weights CFG DIR SEED DATASET MODEL_DIR EPOCH [KEY VALUE...]: an eval-only run into DIR
+# of the model file MODEL_DIR/$LEARNER/model.pth.tar-EPOCH, e.g. released weights (which come
+# without a training log); skipped (returns) when DIR has a result.
+evaluate_weights() {
+    local cfg=$1 dir=$2 seed=$3 dataset=$4 model_dir=$5 epoch=$6 config
+    shift 6
+    if already_done "$dir" eval; then return 0; fi
+    config=$(config_file "$cfg")
+    train_py "$dataset" "$config" "$dir" "$seed" --model-dir "$model_dir" --load-epoch "$epoch" --eval-only "$@"
+}
+
 # train CFG DIR SEED DATASET [KEY VALUE...]: a training run into DIR, skipped when DIR has a
 # result, resumed when it holds a checkpoint.
 train() {
