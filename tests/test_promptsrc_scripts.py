@@ -15,6 +15,7 @@ import torch
 
 from tests.script_runs import REPO, run_script, small_toy_env
 from tests.script_runs import read_log as read
+from tools.results.reference import load_reference
 
 LEARNER = "VLPromptLearner"
 TAIL = ("toy_shapes", "shots_2", "PromptSRC", "toy_clip", "seed1")
@@ -164,3 +165,15 @@ def test_a_script_runs_from_its_own_folder(base2new, env):
     )
     done = osp.join(env["OUTPUT"], "base2new", "train_base", *TAIL)
     assert result.returncode == 0 and result.stdout.startswith(f"Results are available in {done}: skipping")
+
+
+def test_the_published_rows_of_promptsrc_s_readme():
+    """parse_test_res.py --reference docs/published_base2new.csv puts PromptSRC's README beside
+    PromptSRC and beside the IVLP recipe its table compares against (4 + 4 tokens, 20 epochs)."""
+    reference = load_reference(osp.join(REPO, "docs", "published_base2new.csv"))
+    found = lambda trainer, cfg: reference.find(trainer, cfg, "average")  # noqa: E731
+    promptsrc = found("PromptSRC", B2N)
+    assert (promptsrc.base, promptsrc.new, promptsrc.hm) == (84.26, 76.10, 79.97)
+    ivlp = found("IVLP", "vit_b16_c2_ep20_batch4_4+4ctx")
+    assert (ivlp.base, ivlp.new, ivlp.hm) == (84.21, 71.79, 77.51)
+    assert found("IVLP", "vit_b16_c2_ep5_batch4_2+2ctx").base == 82.15  # MaPLe's README, as before
