@@ -196,6 +196,17 @@ def test_a_checkpoint_without_the_running_average_is_not_resumed(trained, data_r
     assert "holds no GPA running average" in read_log(out)
 
 
+def test_a_resume_under_other_gpa_settings_says_that_the_finished_epochs_keep_their_weights(
+    trained, data_root, clip_path, tmp_path
+):
+    out = tmp_path / "changed"
+    shutil.copytree(trained, out, ignore=shutil.ignore_patterns("log.txt*", f"model.pth.tar-{EPOCHS}"))
+    (out / LEARNER / "checkpoint").write_text("model.pth.tar-2\n")
+    changed = ("TRAINER.PROMPTSRC.GPA_MEAN", "3.0", "TRAIN.RESUME_CHANGED_CONFIG", "True")
+    assert run_train_py(argv(data_root, out, clip_path, *changed)) == 0
+    assert "Warning: the GPA weights of the resumed epochs differ from this config's" in read_log(out)
+
+
 def test_resuming_a_finished_run_only_tests_the_gpa_model_again(trained, data_root, clip_path, tmp_path):
     out = tmp_path / "finished"
     shutil.copytree(trained, out)

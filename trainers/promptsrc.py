@@ -303,7 +303,8 @@ class PromptSRC(PromptTrainer):
         stored_weights = self.aggregate.load_state_dict(state["gpa"], self.device)
         if self.aggregate.epochs != epoch:
             raise CheckpointError(
-                f"The GPA running average of the checkpoint of epoch {epoch} holds {self.aggregate.epochs} epochs"
+                f"The GPA running average of the checkpoint of epoch {epoch} in {self.cfg.RESUME or self.output_dir} "
+                f"holds {self.aggregate.epochs} epochs (a damaged checkpoint?). Delete the folder to train from scratch"
             )
         current = self.aggregate.weights[:epoch]
         if any(abs(a - b) > 1e-12 for a, b in zip(stored_weights, current)):
