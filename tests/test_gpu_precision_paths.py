@@ -59,6 +59,7 @@ HALF_PRECISION_TENSORS = {
     "CoOp": {"ctx"},
     "CoCoOp": {"ctx"} | {f"meta_net.linear{i}.{kind}" for i in (1, 2) for kind in ("weight", "bias")},
     "IVLP": {"ctx"},
+    "PromptSRC": {"ctx"},  # IVLP's prompts
     "VPT": set(),
 }  # fmt: skip
 

@@ -149,9 +149,11 @@ def test_base_to_new_on_the_toy_world(tmp_path, config, count):
 
 
 RECIPES = {
-    # name: LR, N_CTX_TEXT, N_CTX_VISION, PROMPT_DEPTH_TEXT, PROMPT_DEPTH_VISION
-    "vit_b16_c2_ep5_batch4_2+2ctx": (0.0035, 2, 2, 12, 12),
-    "vit_b16_c2_ep5_batch4_4ctx_language_only": (0.0025, 4, 0, 12, 0),
+    # name: LR, MAX_EPOCH, N_CTX_TEXT, N_CTX_VISION, PROMPT_DEPTH_TEXT, PROMPT_DEPTH_VISION
+    "vit_b16_c2_ep5_batch4_2+2ctx": (0.0035, 5, 2, 2, 12, 12),
+    "vit_b16_c2_ep5_batch4_4ctx_language_only": (0.0025, 5, 4, 0, 12, 0),
+    # PromptSRC's repository: the IVLP its paper compares against
+    "vit_b16_c2_ep20_batch4_4+4ctx": (0.0025, 20, 4, 4, 9, 9),
 }
 
 
@@ -164,8 +166,8 @@ def test_every_recipe_is_listed():
 def test_shipped_recipes_hold_the_upstream_values(name):
     cfg = recipe_cfg("IVLP/" + name, "IVLP")
     node = cfg.TRAINER.IVLP
-    lr, n_text, n_vision, depth_text, depth_vision = RECIPES[name]
-    assert (cfg.OPTIM.LR, cfg.OPTIM.MAX_EPOCH, cfg.DATALOADER.TRAIN_X.BATCH_SIZE) == (lr, 5, 4)
+    lr, epochs, n_text, n_vision, depth_text, depth_vision = RECIPES[name]
+    assert (cfg.OPTIM.LR, cfg.OPTIM.MAX_EPOCH, cfg.DATALOADER.TRAIN_X.BATCH_SIZE) == (lr, epochs, 4)
     assert (node.N_CTX_TEXT, node.N_CTX_VISION, node.PROMPT_DEPTH_TEXT, node.PROMPT_DEPTH_VISION) == (
         n_text,
         n_vision,

@@ -50,16 +50,25 @@ def add_config(cfg):
 
 def check_config(cfg):
     """Validate TRAINER.IVLP; raises ConfigError naming the key."""
-    node = cfg.TRAINER.IVLP
+    check_prompt_keys(cfg.TRAINER.IVLP, "TRAINER.IVLP")
+
+
+def check_prompt_keys(node, where, checks=()):
+    """Validate the IVLP prompt keys (and PREC) of ``node``, the config node ``where`` (a method
+    that runs IVLP's prompts under its own node, e.g. "TRAINER.PROMPTSRC"), then ``checks``.
+
+    Raises ConfigError naming ``where``.KEY and its value.
+    """
     vision = node.PROMPT_DEPTH_VISION >= 1
     check_method_keys(
-        "TRAINER.IVLP",
+        where,
         node,
         [
             ("N_CTX_TEXT", node.N_CTX_TEXT >= 1, ">= 1"),
             ("PROMPT_DEPTH_TEXT", node.PROMPT_DEPTH_TEXT >= 1, ">= 1 (for visual prompts only, use the VPT trainer)"),
             ("PROMPT_DEPTH_VISION", node.PROMPT_DEPTH_VISION >= 0, ">= 0 (0 = no visual prompts)"),
             ("N_CTX_VISION", not vision or node.N_CTX_VISION >= 1, ">= 1 when PROMPT_DEPTH_VISION >= 1"),
+            *checks,
         ],
     )
 
@@ -76,9 +85,12 @@ class VLPromptLearner(nn.Module):
     buffers, so a learner trained on base classes loads for new ones.
     """
 
-    def __init__(self, clip_model, classnames, n_ctx_text, ctx_init, depth_text, n_ctx_vision, depth_vision):
+    def __init__(
+        self, clip_model, classnames, n_ctx_text, ctx_init, depth_text, n_ctx_vision, depth_vision, where="TRAINER.IVLP"
+    ):
+        """where: the config node of the keys, named in errors."""
         super().__init__()
-        check_depth(depth_text, clip_model.transformer, "TRAINER.IVLP.PROMPT_DEPTH_TEXT")
+        check_depth(depth_text, clip_model.transformer, f"{where}.PROMPT_DEPTH_TEXT")
         d_text = clip_model.ln_final.weight.shape[0]
         prefix, from_words = context_prefix(ctx_init, n_ctx_text)
         self.n_ctx = n_ctx_text
@@ -89,15 +101,16 @@ class VLPromptLearner(nn.Module):
         )
         self.visual = None
         if depth_vision >= 1:
-            self.visual = VisualPrompts(clip_model, n_ctx_vision, depth_vision, "TRAINER.IVLP.PROMPT_DEPTH_VISION")
+            self.visual = VisualPrompts(clip_model, n_ctx_vision, depth_vision, f"{where}.PROMPT_DEPTH_VISION")
         register_sentence_buffers(self, clip_model, class_sentences(classnames, [prefix]), n_ctx_text)
 
 
 class IVLPCLIP(PromptedCLIP):
     """The frozen CLIP with IVLP's prompts; ``forward(image) -> logits (B, C)``."""
 
-    def __init__(self, clip_model, classnames, node):
-        """node: the TRAINER.IVLP config node (validated)."""
+    def __init__(self, clip_model, classnames, node, where="TRAINER.IVLP"):
+        """node: the validated config node ``where`` that holds IVLP's keys (TRAINER.IVLP, or the
+        node of a method built on IVLP's prompts)."""
         learner = VLPromptLearner(
             clip_model,
             classnames,
@@ -106,6 +119,7 @@ class IVLPCLIP(PromptedCLIP):
             node.PROMPT_DEPTH_TEXT,
             node.N_CTX_VISION,
             node.PROMPT_DEPTH_VISION,
+            where,
         )
         super().__init__(clip_model, learner)
 
@@ -117,13 +131,20 @@ class IVLPCLIP(PromptedCLIP):
         features = self.clip.encode_text(learner.tokenized, prompt_embeddings=embeddings, deep_prompts=deep)
         return F.normalize(features, dim=-1)
 
-    def forward(self, image):
-        """image: (B, 3, R, R) -> logits (B, C) = exp(logit_scale) * cosine similarities."""
+    def encode_image(self, image):
+        """image: (B, 3, R, R) -> (B, D) L2-normalised features through the prompted image tower."""
         image = image.type(self.dtype)
         visual = self.prompt_learner.visual
         image_features = self.clip.encode_image(image) if visual is None else visual.encode(self.clip, image)
-        image_features = F.normalize(image_features, dim=-1)
-        return self.clip.logit_scale.exp() * image_features @ self.text_features().t()
+        return F.normalize(image_features, dim=-1)
+
+    def similarity_logits(self, image_features, text_features):
+        """(B, D), (C, D) normalised features -> logits (B, C) = exp(logit_scale) * cosines."""
+        return self.clip.logit_scale.exp() * image_features @ text_features.t()
+
+    def forward(self, image):
+        """image: (B, 3, R, R) -> logits (B, C) = exp(logit_scale) * cosine similarities."""
+        return self.similarity_logits(self.encode_image(image), self.text_features())
 
 
 def upstream_keys(key):

@@ -6,8 +6,14 @@
 What a checkpoint holds: ``state_dict``, ``epoch`` (finished epochs), ``optimizer``,
 ``scheduler``, ``val_result`` and ``config`` (every config key as plain data, to detect a resume
 under a changed config). A resumable checkpoint keeps the optimizer state (SGD momentum: as many
-numbers as the weights); the final model and ``model-best.pth.tar`` keep only the weights and the
-schedule, since nothing resumes from them mid-training.
+numbers as the weights) and, for a trainer that has some, its own training state
+(``training_state``: e.g. a running average of the weights over epochs); the final model and
+``model-best.pth.tar`` keep only the weights and the schedule, since nothing resumes from them
+mid-training.
+
+A trainer with state of its own that a resumed run needs overrides the pair of hooks
+``training_state()`` (what to store: plain containers of tensors and numbers) and
+``load_training_state(state, epoch)`` (restore it on resume).
 """
 
 import os
@@ -34,7 +40,7 @@ from dassl.utils import (
     synchronize,
 )
 
-__all__ = ["RESUME_CHECKED_KEYS", "CheckpointMixin"]
+__all__ = ["RESUME_CHECKED_KEYS", "TRAINING_STATE_KEY", "CheckpointMixin"]
 
 # The config keys (full keys, and nodes ending with ".") that must be unchanged to resume: those
 # that decide what the saved weights, optimizer state and schedule mean. Paths, worker counts,
@@ -53,6 +59,10 @@ RESUME_CHECKED_KEYS = (
     "OPTIM.",
     "TRAINER.",
 )
+
+
+# The entry of a resumable checkpoint that holds the trainer's own state (``training_state()``).
+TRAINING_STATE_KEY = "training_state"
 
 
 def _format_val_result(val_result):
@@ -103,6 +113,7 @@ class CheckpointMixin:
 
     def _write_checkpoints(self, epoch, directory, is_best, val_result, model_name, resumable=True):
         cfg = self._run_config()
+        training_state = self.training_state() if resumable else None
         for name in self.get_model_names():
             optim = self._optims[name]
             sched = self._scheds[name]
@@ -115,6 +126,8 @@ class CheckpointMixin:
                 "config": config_snapshot(cfg) if cfg is not None else None,
                 "world_size": get_world_size(),  # the training batch of the config is per process
             }
+            if training_state is not None:  # each resumable file is complete on its own
+                state[TRAINING_STATE_KEY] = training_state
             save_checkpoint(
                 state,
                 osp.join(directory, name),
@@ -122,6 +135,30 @@ class CheckpointMixin:
                 model_name=model_name,
                 update_pointer=resumable or not model_name,
             )
+
+    def training_state(self):
+        """Hook: the trainer's own state that a resumed run needs besides the weights, the optimizer
+        and the schedule (e.g. a running average of the weights over the finished epochs), or None
+        (the default: nothing).
+
+        Called when a resumable checkpoint is written (after each epoch but the last); the value
+        is stored in every registered model's file under ``training_state``. Keep it to plain
+        containers (dicts, lists, tuples) of tensors, numbers and strings: checkpoints load with
+        ``torch.load(weights_only=True)``. Tensors are best moved to the CPU.
+        """
+        return None
+
+    def load_training_state(self, state, epoch):
+        """Hook: restore what ``training_state()`` returned, when a run resumes.
+
+        Args:
+            state: the stored value (tensors on the CPU, or where ``load_checkpoint`` maps them),
+                or None when the checkpoint holds none: a final model (``epoch`` is then
+                ``max_epoch``), or a file written by a trainer or version without such state.
+            epoch: the number of finished epochs of the checkpoint.
+        Called once per resume, after every registered model's weights, optimizer and scheduler
+        are restored. Default: nothing (a trainer without state of its own).
+        """
 
     def remove_superseded_checkpoints(self, epoch, directory, keep_every=0):
         """Delete ``model.pth.tar-K`` for K < ``epoch + 1`` (0-based ``epoch``, just saved) unless K
@@ -157,16 +194,17 @@ class CheckpointMixin:
 
         Each folder's pointer names the file (the newest intact epoch replaces a damaged one, with a
         warning); ``check_resume_config`` decides whether the optimizer and scheduler state are
-        restored with the weights.
+        restored with the weights. Then the trainer's own state goes to ``load_training_state``.
         """
         if not self.has_checkpoint(directory):
             print("No checkpoint found, train from scratch")
             return 0
 
         print(f"Found checkpoint at {directory} (will resume training)")
-        epochs = {}
+        epochs, training_states = {}, []
         for name in self.get_model_names():
             fpath, checkpoint = find_resume_checkpoint(osp.join(directory, name))
+            training_states.append(checkpoint.get(TRAINING_STATE_KEY))
             keep_state = self.check_resume_config(fpath, checkpoint)
             optim, sched = self._optims[name], self._scheds[name]
             epoch = restore_checkpoint(
@@ -186,7 +224,9 @@ class CheckpointMixin:
             raise CheckpointError(
                 f"Cannot resume from {directory}: the models' checkpoints are from different epochs {epochs}"
             )
-        return next(iter(epochs.values()))
+        epoch = next(iter(epochs.values()))
+        self.load_training_state(training_states[0], epoch)  # the same in every file of an epoch
+        return epoch
 
     def check_resume_config(self, fpath, checkpoint):
         """Compare the config stored in the checkpoint ``fpath`` with this run's (RESUME_CHECKED_KEYS).

@@ -134,6 +134,21 @@ evaluate() {
     train_py "$dataset" "$config" "$dir" "$seed" ${model_args[@]+"${model_args[@]}"} --eval-only "$@"
 }
 
+# evaluate_weights CFG DIR SEED DATASET MODEL_DIR EPOCH [KEY VALUE...]: an eval-only run into DIR
+# of the model file MODEL_DIR/$LEARNER/model.pth.tar-EPOCH, e.g. released weights (which come
+# without a training log); skipped when DIR has a result made with these settings (run_status, in
+# a subshell: it exits when there is nothing to run, and the caller goes on with its next run).
+evaluate_weights() {
+    local cfg=$1 dir=$2 seed=$3 dataset=$4 model_dir=$5 epoch=$6 config
+    shift 6
+    config=$(config_file "$cfg")
+    train_args "$dataset" "$config" "$dir" "$seed" --model-dir "$model_dir" --load-epoch "$epoch" --eval-only "$@"
+    (
+        run_status eval "$dir"
+        "$PYTHON" train.py "${TRAIN_ARGS[@]}"
+    )
+}
+
 # train CFG DIR SEED DATASET [KEY VALUE...]: a training run into DIR: skipped when DIR has a result
 # made with these settings, resumed when it holds a checkpoint, started again when its logs say why
 # it stopped before one (run_status).

@@ -10,7 +10,7 @@ FILE is a CSV whose ``#`` lines name the source (printed with the table) and who
 - dataset: ``average`` (the average over datasets) or a dataset name;
 - base, new, hm: accuracies in %; name: how the source calls the method.
 
-docs/published_base2new.csv holds the averages of MaPLe's README.
+docs/published_base2new.csv holds the averages of MaPLe's README and of PromptSRC's.
 """
 
 import csv
