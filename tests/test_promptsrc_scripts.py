@@ -9,6 +9,7 @@ import os
 import os.path as osp
 import re
 import subprocess
+import sys
 
 import pytest
 import torch
@@ -39,9 +40,13 @@ def base2new(env):
 
 @pytest.fixture
 def fake_env(env, tmp_path):
-    """The scripts' environment with a python that prints "train.py ARGS" instead of running."""
+    """The scripts' environment with a python that prints "train.py ARGS" instead of running
+    train.py (the scripts' other Python calls, such as their run-folder checks, run as they are)."""
     fake_python = tmp_path / "python"
-    fake_python.write_text('#!/usr/bin/env bash\necho "train.py ${*:2}"\n')
+    fake_python.write_text(
+        '#!/usr/bin/env bash\nif [ "$1" = train.py ]; then echo "train.py ${*:2}"; exit 0; fi\n'
+        f'exec {sys.executable} "$@"\n'
+    )
     fake_python.chmod(0o755)
     fake = {key: value for key, value in env.items() if key not in ("TOY", "OPTS")}
     return dict(fake, PYTHON=str(fake_python), OUTPUT=str(tmp_path / "out"), SHOTS="16")
