@@ -4,14 +4,18 @@
 - the term and its gradient against a per-class loop written from the definition; w0 = the frozen
   CLIP's normalised features of KgCoOp's hand-written prompts; one text-tower pass per step;
 - upstream checkpoints (with their unused ``bias_vectors`` and ``meta_net``) load, the unused
-  entries named; upstream's YAMLs load (a bool CTX_INIT); the shipped count; bad settings.
+  entries named; upstream's YAMLs load (a bool CTX_INIT); the shipped count; bad settings;
+- the scripts: each protocol's recipe; on the toy world, reproduce.sh base2new with KgCoOp and
+  ProGrad prints a row for each.
 
 The engine's ToyColors images and the tiny random CLIP of tests/conftest.py; ToyColors gets the
 template "a photo of a {}." for the test's duration.
 """
 
+import os
 import os.path as osp
 import re
+import subprocess
 
 import pytest
 import torch
@@ -23,6 +27,7 @@ from clip.model import CLIP
 from dassl.config import ConfigError
 from dassl.engine.precision import resolve_precision
 from tests.engine_toys import build_from_argv, run_train_py, tiny_clip_argv
+from tests.script_runs import run_script, small_toy_env
 from tests.tiny_clip import tiny_vit_state_dict
 from trainers.coop import CoOpCLIP, CoOpPromptLearner
 from trainers.kgcoop import KGCOOP_TEMPLATES, KgCoOp, KgCoOpCLIP, knowledge_gap
@@ -236,3 +241,29 @@ def test_the_base_to_new_recipe_learns_2048_numbers_on_vit_b16():
 def test_bad_settings_are_named(data_root, clip_path, tmp_path, opts, message):
     with pytest.raises(ConfigError, match=message):
         build_from_argv(tiny_clip_argv(data_root, tmp_path, clip_path, "KgCoOp", *opts))
+
+
+# ------------------------------------------------------------------------------ the toy world
+
+
+@pytest.mark.parametrize("protocol, dataset", [("base2new", "caltech101"), ("xd", "imagenet"), ("fewshot", "dtd")])
+def test_every_protocol_runs_upstreams_recipe_with_w8(protocol, dataset):
+    command = (
+        f'source scripts/lib/protocols.sh; load_method scripts/kgcoop; config_file "$(recipe {protocol} {dataset} 4)"'
+    )
+    environment = {key: value for key, value in os.environ.items() if key not in ("TOY", "CFG")}
+    result = subprocess.run(["bash", "-c", command], cwd=REPO, env=environment, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "configs/trainers/KgCoOp/vit_b16_ep100_ctxv1_w8.yaml"
+
+
+def test_reproduce_base_to_new_on_the_toy_world(tmp_path):
+    """TOY=1 SHOTS=4 OPTS="OPTIM.MAX_EPOCH 1" reproduce.sh base2new "KgCoOp ProGrad" toy_shapes 1
+    (a small tree: 2 training images per class)."""
+    env = small_toy_env(tmp_path, train_per_class=2, shots=4, batch_size=32)
+    output = run_script("reproduce.sh", "base2new", "KgCoOp ProGrad", "toy_shapes", "1", env=env)
+    rows = re.findall(r"^(KgCoOp|ProGrad) +1 +1 +[\d.]+ \+- 0\.00 +[\d.]+ \+- 0\.00 +[\d.]+$", output, re.M)
+    assert rows == ["KgCoOp", "ProGrad"]
+    for trainer in ("KgCoOp", "ProGrad"):
+        log = tmp_path / "output/base2new/train_base/toy_shapes/shots_4" / trainer / "toy_clip/seed1" / "log.txt"
+        assert "Trainable parameters (prompt learner): 256" in log.read_text()  # 4 tokens x the toy width 64

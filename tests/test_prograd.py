@@ -342,6 +342,31 @@ def test_rn50_count():
     assert learner.prefix == "X X X X X X X X a type of pet, a photo of a"
 
 
+@pytest.mark.parametrize(
+    "protocol, dataset, shots, expected",
+    [
+        ("base2new", "caltech101", "", "rn50_ep100"),
+        ("base2new", "imagenet", "", "rn50_ep50"),
+        ("xd", "imagenet", "", "rn50_ep50"),
+        ("fewshot", "dtd", "1", "rn50_ep50"),
+        ("fewshot", "dtd", "2", "rn50_ep100"),
+        ("fewshot", "dtd", "4", "rn50_ep100"),
+        ("fewshot", "dtd", "16", "rn50"),
+        ("fewshot", "imagenet", "16", "rn50_ep50"),
+    ],
+)
+def test_recipes_of_the_protocols(protocol, dataset, shots, expected):
+    """The recipe each protocol runs (ProGrad's scripts and README), and that it exists."""
+    command = (
+        "source scripts/lib/protocols.sh; load_method scripts/prograd; "
+        f'config_file "$(recipe {protocol} {dataset} {shots})"'
+    )
+    environment = {key: value for key, value in os.environ.items() if key not in ("TOY", "CFG")}
+    result = subprocess.run(["bash", "-c", command], cwd=REPO, env=environment, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"configs/trainers/ProGrad/{expected}.yaml"
+
+
 # ------------------------------------------------------------------------------ the torchrun worker
 
 if __name__ == "__main__":
