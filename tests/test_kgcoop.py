@@ -20,12 +20,14 @@ import subprocess
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 
 import clip
 import train
 from clip.model import CLIP
 from dassl.config import ConfigError
 from dassl.engine.precision import resolve_precision
+from tests.deep_prompt_runs import one_process_group  # noqa: F401  (a fixture)
 from tests.engine_toys import build_from_argv, run_train_py, tiny_clip_argv
 from tests.script_runs import run_script, small_toy_env
 from tests.tiny_clip import tiny_vit_state_dict
@@ -137,7 +139,8 @@ def losses_of(log):
     return re.findall(r"^epoch \[.*? loss ([\d.]+) ", log, flags=re.M)
 
 
-def test_w0_trains_exactly_as_coop(data_root, clip_path, tmp_path):
+def test_w0_trains_exactly_as_coop(data_root, clip_path, tmp_path, monkeypatch):
+    monkeypatch.setattr(train, "collect_env_info", lambda: "<environment report>")  # seconds, not under test
     runs = {}
     for trainer in ("CoOp", "KgCoOp"):
         output = tmp_path / trainer
@@ -150,6 +153,17 @@ def test_w0_trains_exactly_as_coop(data_root, clip_path, tmp_path):
     assert len(losses_of(coop_log)) == 6 and losses_of(kg_log) == losses_of(coop_log)
     assert all(" loss_kg " in line for line in kg_log.splitlines() if line.startswith("epoch ["))
     assert list(kg_state) == ["ctx"] and torch.equal(kg_state["ctx"], coop_state["ctx"])
+
+
+def test_a_training_step_through_ddp(one_process_group, data_root, clip_path, tmp_path):  # noqa: F811
+    """The training output (logits and the term) passes through DistributedDataParallel."""
+    trainer = build_from_argv(tiny_clip_argv(data_root, tmp_path, clip_path, "KgCoOp", "TRAINER.COOP.W", "8.0"))
+    assert isinstance(trainer.train_model, DistributedDataParallel)
+    trainer.set_model_mode("train")
+    trainer.batch_idx, trainer.num_batches = 0, 2
+    summary = trainer.forward_backward(next(iter(trainer.train_loader_x)))
+    assert summary["loss"] == pytest.approx(summary["loss_ce"] + 8.0 * summary["loss_kg"], rel=1e-5)
+    assert trainer.model.prompt_learner.ctx.grad is not None
 
 
 def write_upstream_checkpoint(folder, ctx, epoch=100):
@@ -222,11 +236,11 @@ def test_an_upstream_yaml_loads_as_written(tmp_path):
 
 
 def test_the_base_to_new_recipe_learns_2048_numbers_on_vit_b16():
-    """vit_b16_ep100_ctxv1_w8 on ViT-B/16's text width (512): "a photo of a", 4 x 512."""
-    vit_b16_text = CLIP(512, 32, 1, 64, 16, 77, 49408, 512, 8, 1).requires_grad_(False)
+    """vit_b16_ep100_ctxv1_w8 on ViT-B/16's widths: "a photo of a", 4 tokens x 512."""
+    vit_b16_widths = CLIP(512, 224, 1, 768, 16, 77, 49408, 512, 8, 1).requires_grad_(False)  # one block a tower
     trainer = object.__new__(KgCoOp)  # the trainer's learner path, without data or a full CLIP
     trainer.cfg, trainer.precision = shipped_cfg("vit_b16_ep100_ctxv1_w8"), resolve_precision("fp32", "cpu")
-    learner = trainer.build_learner(vit_b16_text, ["a", "b", "c"])
+    learner = trainer.build_learner(vit_b16_widths, ["a", "b", "c"])
     assert learner.prefix == "a photo of a"
     assert sum(p.numel() for p in learner.parameters() if p.requires_grad) == 2_048
 

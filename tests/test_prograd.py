@@ -55,7 +55,7 @@ def toy_template(monkeypatch):
     monkeypatch.setitem(PROGRAD_TEMPLATES, "ToyColors", TEMPLATE)
 
 
-def prograd_argv(data_root, output_dir, clip_path, *opts):
+def prograd_argv(data_root, output_dir, clip_path, *opts, extra_flags=()):
     """ProGrad on ToyColors with the tiny CLIP: 6 context tokens from "a photo of a" (2 zero rows),
     LAMBDA 0.7, SGD LR 0.05 without weight decay (the first step is then ctx - LR x gradient)."""
     return tiny_clip_argv(
@@ -63,6 +63,7 @@ def prograd_argv(data_root, output_dir, clip_path, *opts):
         *("LOSS.NAME", "prograd", "LOSS.LAMBDA", str(LAMBDA), "OPTIM.LR", str(LR), "OPTIM.WEIGHT_DECAY", "0"),
         *("TRAINER.COOP.CTX_INIT", "True", "TRAINER.COOP.N_CTX", "6"),
         *opts,
+        extra_flags=extra_flags,
     )  # fmt: skip
 
 
@@ -269,6 +270,19 @@ def test_two_processes_project_the_averaged_gradients(data_root, clip_path, tmp_
     torch.testing.assert_close(grad, expected, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(after, before - LR * expected, rtol=1e-4, atol=1e-5)
     assert (expected - g_xe).abs().max() > 1000 * 1e-4
+
+
+def test_an_upstream_checkpoint_loads(data_root, clip_path, tmp_path, capsys):
+    """Upstream's file: the learner's state dict, ctx with the class buffers of its own classes."""
+    ctx = torch.randn(6, 64)
+    path = tmp_path / "upstream" / "prompt_learner" / "model.pth.tar-50"
+    path.parent.mkdir(parents=True)
+    state = {"ctx": ctx, "token_prefix": torch.randn(5, 1, 64), "token_suffix": torch.randn(5, 70, 64)}
+    torch.save({"state_dict": state, "epoch": 50, "optimizer": None, "scheduler": None}, path)
+    trainer = build_from_argv(prograd_argv(data_root, tmp_path / "eval", clip_path, extra_flags=["--eval-only"]))
+    trainer.load_model(str(tmp_path / "upstream"), epoch=50)
+    torch.testing.assert_close(trainer.model.prompt_learner.ctx.detach(), ctx, rtol=0, atol=0)
+    assert "(epoch = 50)" in capsys.readouterr().out
 
 
 # ------------------------------------------------------------------------------ configs and counts
