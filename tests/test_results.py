@@ -226,13 +226,14 @@ def test_published_file_holds_mapple_readme_averages():
         ("IVLP", "language_only"): (81.72, 73.81, 77.56),
         ("IVLP", ""): (82.15, 74.07, 77.90),
         ("MaPLe", ""): (82.28, 75.14, 78.55),
+        ("KgCoOp", ""): (80.73, 73.60, 77.00),  # KgCoOp's README
     }
     assert {key: published[key] for key in maple_readme if key in published} == maple_readme
     assert len(published) == len(reference.rows)  # one row per method and variant
     assert all(dataset == "average" for _, _, dataset, _ in reference.rows)
     for base, new, hm_value in published.values():  # the typed HMs are the HMs of the averages
         assert hm(base, new) == pytest.approx(hm_value, abs=0.005)
-    assert "MaPLe's README" in reference.source
+    assert "MaPLe's README" in reference.source and "KgCoOp's README" in reference.source
 
 
 def labels(keys, methods):

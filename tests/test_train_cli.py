@@ -606,7 +606,9 @@ def test_extend_cfg_adds_the_method_nodes():
     cfg = train.get_cfg_default()
     train.extend_cfg(cfg)
     t = cfg.TRAINER
-    assert dict(t.COOP) == dict(N_CTX=16, CSC=False, CTX_INIT="", PREC="fp16", CLASS_TOKEN_POSITION="end")
+    coop = dict(N_CTX=16, CSC=False, CTX_INIT="", PREC="fp16", CLASS_TOKEN_POSITION="end")
+    assert dict(t.COOP) == dict(coop, W=1.0, ALPHA=1.0)  # KgCoOp's keys join CoOp's node, as upstream
+    assert dict(cfg.LOSS) == dict(NAME="", T=1.0, LAMBDA=1.0, GM=False, ALPHA=0.0)  # ProGrad's, top-level
     assert dict(t.COCOOP) == dict(N_CTX=16, CTX_INIT="", PREC="fp16", TEXT_MEMORY_MB=1024.0)
     assert dict(t.MAPLE) == dict(N_CTX=16, CTX_INIT="a photo of a", PREC="fp16", PROMPT_DEPTH=9)
     assert dict(t.IVLP) == dict(

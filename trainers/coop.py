@@ -83,7 +83,7 @@ class CoOpPromptLearner(nn.Module):
         super().__init__()
         dtype = clip_model.dtype
         d_text = clip_model.ln_final.weight.shape[0]
-        context = context_from_words(clip_model, n_ctx, ctx_init)
+        context = self.initial_context(clip_model, n_ctx, ctx_init)
         self.prefix, self.n_ctx = context.prefix, context.n_ctx
         self.class_token_position = class_token_position
         if context.words is not None:
@@ -100,6 +100,12 @@ class CoOpPromptLearner(nn.Module):
         print(f"Number of context words (tokens): {self.n_ctx}")
         self.ctx = nn.Parameter(ctx)
         self.set_classnames(classnames, clip_model)
+
+    @staticmethod
+    def initial_context(clip_model, n_ctx, words):
+        """How the context starts (a ``Context``): CoOp's rule, ``context_from_words``. A method with
+        another rule for its initial words (ProGrad) overrides this."""
+        return context_from_words(clip_model, n_ctx, words)
 
     def set_classnames(self, classnames, clip_model):
         """Rebuild the class buffers for ``classnames`` (a class-specific ctx must still fit)."""
@@ -124,7 +130,11 @@ class CoOpPromptLearner(nn.Module):
 
 
 class CoOpCLIP(PromptedCLIP):
-    """The frozen CLIP with CoOp's prompts; ``forward(image) -> logits (B, C)``."""
+    """The frozen CLIP with CoOp's prompts; ``forward(image) -> logits (B, C)``.
+
+    The steps are separate methods so that a method adding a loss term reuses them with the text
+    features of one text-tower pass (KgCoOp, ProGrad).
+    """
 
     def encode_text(self):
         """(C, D) L2-normalised text features of the prompted class sentences."""
@@ -132,19 +142,31 @@ class CoOpCLIP(PromptedCLIP):
         features = self.clip.encode_text(learner.tokenized, prompt_embeddings=learner.text_inputs())
         return F.normalize(features, dim=-1)
 
+    def encode_image(self, image):
+        """image: (B, 3, R, R) -> (B, D) L2-normalised features of the unprompted image tower."""
+        return F.normalize(self.clip.encode_image(image.type(self.dtype)), dim=-1)
+
+    def classify(self, image_features, text_features):
+        """exp(logit_scale) f . g: (B, D) and (C, D) normalised features -> logits (B, C)."""
+        return self.clip.logit_scale.exp() * image_features @ text_features.t()
+
     def forward(self, image):
         """image: (B, 3, R, R) -> logits (B, C), in the towers' dtype (float16 under fp16, as upstream)."""
-        image_features = F.normalize(self.clip.encode_image(image.type(self.dtype)), dim=-1)
-        return self.clip.logit_scale.exp() * image_features @ self.text_features().t()
+        return self.classify(self.encode_image(image), self.text_features())
 
 
 @TRAINER_REGISTRY.register()
 class CoOp(PromptTrainer):
-    """CoOp prompt tuning; reads TRAINER.COOP."""
+    """CoOp prompt tuning; reads TRAINER.COOP.
+
+    Methods built on CoOp (KgCoOp, ProGrad) subclass it: ``PROMPT_LEARNER`` (the learner class),
+    ``switch_words`` (what CTX_INIT True means) and ``build_learner`` are the pieces they reuse.
+    """
 
     CONFIG_NODE = "COOP"
     LEARNER_NAME = "prompt_learner"
     CHECKPOINT_KEYS = ("N_CTX", "CTX_INIT", "CSC")
+    PROMPT_LEARNER = CoOpPromptLearner
 
     @classmethod
     def check_cfg(cls, cfg):
@@ -154,15 +176,26 @@ class CoOp(PromptTrainer):
             node, cls.node_path(), [("CLASS_TOKEN_POSITION", position_ok, f"one of {CLASS_TOKEN_POSITIONS}")]
         )
 
-    def build_prompted_model(self, clip_model, classnames):
+    @classmethod
+    def switch_words(cls, cfg):
+        """The initial words that CTX_INIT True stands for under ``cfg``: "a photo of a"."""
+        return SWITCH_WORDS
+
+    def build_learner(self, clip_model, classnames):
+        """The ``PROMPT_LEARNER`` of TRAINER.COOP's settings for ``classnames``."""
         node = self.method_cfg
-        print(f"Building CoOp (class token position: {node.CLASS_TOKEN_POSITION}, precision = {self.precision.name})")
-        learner = CoOpPromptLearner(
+        print(
+            f"Building {type(self).__name__}'s prompts (class token position: {node.CLASS_TOKEN_POSITION}, "
+            f"precision = {self.precision.name})"
+        )
+        return self.PROMPT_LEARNER(
             classnames,
             clip_model,
             n_ctx=node.N_CTX,
-            ctx_init=initial_words(node.CTX_INIT, SWITCH_WORDS),
+            ctx_init=initial_words(node.CTX_INIT, self.switch_words(self.cfg)),
             csc=node.CSC,
             class_token_position=node.CLASS_TOKEN_POSITION,
         )
-        return CoOpCLIP(clip_model, learner)
+
+    def build_prompted_model(self, clip_model, classnames):
+        return CoOpCLIP(clip_model, self.build_learner(clip_model, classnames))

@@ -135,8 +135,8 @@ class Context:
     prefix: the text in front of the class name in the tokenised sentences ("X X ..." or the
         initial words); it reserves the context positions 1..n.
     n_ctx: n, the number of learned context tokens.
-    words: the initial (n_ctx, d_t) float32 vectors (embeddings of the first n tokens of the
-        words), or None for a random start.
+    words: the initial (n_ctx, d_t) float32 vectors when the context starts from words (CoOp's
+        rule: the embeddings of the words' first n tokens), or None for a random start.
     """
 
     prefix: str

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Few-shot learning with KgCoOp's recipe (upstream's all-class runs: "a photo of a", W 8.0): train
+# on all classes of DATASET with SHOTS shots, then test. Upstream ran it with 4 shots.
+#   bash scripts/kgcoop/fewshot.sh DATASET SHOTS SEED      e.g. oxford_pets 4 1
+# Output: $OUTPUT/DATASET/$TRAINER/${CFG}_${SHOTS}shots/seed$SEED
+# The protocol and its environment (DATA, OUTPUT, PYTHON, OPTS, SHOTS, CFG, ...): scripts/lib/protocols.sh;
+# this method's settings and recipes: env.sh.
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/protocols.sh"
+protocol_main fewshot "$@"
