@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from clip.model import ModifiedResNet
 from dassl.engine import TRAINER_REGISTRY
 
 from .base import PromptTrainer, check_method_keys, method_node
@@ -161,7 +162,9 @@ def placeholder_prefix(n_ctx):
 
 def local_feature_count(clip_model):
     """M: the image tower's tokens besides token 0 (ResNet: attention-pool positions; ViT: patches)."""
-    return clip_model.visual.positional_embedding.shape[0] - 1
+    visual = clip_model.visual
+    positions = visual.attnpool if isinstance(visual, ModifiedResNet) else visual
+    return positions.positional_embedding.shape[0] - 1
 
 
 def check_config(cfg):
