@@ -10,6 +10,8 @@ stopped for the whole batch at once (the mean |r - r_prev| over every row of eve
 per problem. Logits and the gradients of the learned tensors are compared in float32.
 """
 
+import copy
+
 import numpy as np
 import ot as pot
 import pytest
@@ -17,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 import clip
-from clip.model import build_model
+from clip.model import build_model, convert_weights
 from tests.tiny_clip import tiny_resnet_state_dict, tiny_vit_state_dict
 from trainers.ot import OTSettings, hierarchical_ot
 from trainers.plot import PLOTCLIP, PromptSetLearner, global_term_on, placeholder_prefix
@@ -284,3 +286,19 @@ def test_plot_with_the_per_problem_rule_predicts_each_image_as_alone(clips):
         batched = model(images)
         for b in range(4):
             assert torch.allclose(batched[b : b + 1], model(images[b : b + 1]), rtol=0, atol=1e-5)
+
+
+# --- precision ------------------------------------------------------------------------------------
+def test_under_fp16_the_learned_tensors_are_half_and_the_ot_float32(clips):
+    """Upstream's dtypes: ctx and ctx_vision in the CLIP's dtype (float16 under PREC fp16); the
+    logits come from a float32 OT, close to the float32 model's."""
+    half = copy.deepcopy(clips["vit"])
+    convert_weights(half)
+    images = images_for(half, 2)
+    for make in (plot_model, plotpp_model):
+        reference, model = make(clips["vit"]), make(half)
+        assert {p.dtype for p in model.prompt_learner.parameters()} == {torch.float16}
+        with torch.no_grad():
+            logits = model(images)
+            assert logits.dtype == torch.float32 and torch.isfinite(logits).all()
+            assert_close(logits, reference(images), rtol=0, atol=0.01)  # float16 towers: rounding only
