@@ -2,7 +2,8 @@
 
 Each image goes through the prompted ViT once per visual prompt set (n_v tokens appended after the
 patches): M class-token features, which the N text prompts of each class are transported to by
-PLOT's optimal transport (trainers/plot.py). Trained in two stages (docs/methods.md#plot-1):
+PLOT's optimal transport (trainers/plot.py). Trained in two stages
+(docs/methods.md#plot-visual-prompt-sets-and-two-stages):
 
 - stage 1 ("vision only", ``MODEL_UPD vision``, ``TRADE_OFF True``): the visual prompts learn,
   the text contexts stay at their templates; logits = OT + global term;
