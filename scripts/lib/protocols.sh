@@ -229,7 +229,7 @@ method_dir() {
             printf '%s\n' "$folder"
             return 0
         fi
-    done < <(list_methods)
+    done <<< "$(list_methods)"  # the whole list first: an early return must not cut the lister's pipe
     echo "Error: unknown method '$1' (or not available yet); available: $(list_methods | cut -d' ' -f1 | tr '\n' ' ')" >&2
     exit 2
 }
