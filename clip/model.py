@@ -155,7 +155,8 @@ class CLIP(nn.Module):
         return self.visual.conv1.weight.dtype
 
     def encode_image(self, image, shallow_prompts=None, deep_prompts=None, return_tokens=False):
-        """image: (N, 3, R, R) -> (N, embed_dim), or all tokens; see VisionTransformer.forward."""
+        """image: (N, 3, R, R) -> (N, embed_dim), or all tokens (token 0 = the usual feature); see
+        VisionTransformer.forward and ModifiedResNet.forward."""
         return self.visual(
             image, shallow_prompts=shallow_prompts, deep_prompts=deep_prompts, return_tokens=return_tokens
         )

@@ -1,6 +1,7 @@
 """OpenAI's ModifiedResNet image tower (RN50, RN101, RN50x4, ...): module and parameter names,
 constructor arguments and forward as in OpenAI's clip/model.py. It has no token sequence, so it
-takes no prompts."""
+takes no prompts; with ``return_tokens`` its attention pool is queried by every position of the
+final feature map (PLOT's local features), token 0 being the usual image feature."""
 
 from collections import OrderedDict
 
@@ -66,7 +67,13 @@ class Bottleneck(nn.Module):
 
 class AttentionPool2d(nn.Module):
     """Attention pooling: the mean feature (plus positional embedding) attends to all H*W
-    features; the result is projected to output_dim."""
+    features; the result is projected to output_dim.
+
+    With ``all_queries`` every one of the 1 + H*W tokens (the mean, then the positions in
+    row-major order) is a query over the same keys and values, through the same projections:
+    token 0 is the usual pooled feature, tokens 1..H*W are per-position features in the joint
+    space (PLOT's "local features", as PLOT's code computes them).
+    """
 
     def __init__(self, spacial_dim, embed_dim, num_heads, output_dim=None):  # OpenAI's argument names
         super().__init__()
@@ -77,16 +84,18 @@ class AttentionPool2d(nn.Module):
         self.c_proj = nn.Linear(embed_dim, output_dim or embed_dim)
         self.num_heads = num_heads
 
-    def forward(self, x):
-        """x: (N, C, H, W) -> (N, output_dim)"""
+    def forward(self, x, all_queries=False):
+        """x: (N, C, H, W) -> (N, output_dim); with all_queries, (N, 1 + H*W, output_dim)."""
         x = x.flatten(2).transpose(1, 2)  # (N, H*W, C)
         x = torch.cat([x.mean(dim=1, keepdim=True), x], dim=1) + self.positional_embedding.to(x.dtype)
+        queries = x if all_queries else x[:, :1]
         pooled = F.scaled_dot_product_attention(
-            _split_heads(self.q_proj(x[:, :1]), self.num_heads),
+            _split_heads(self.q_proj(queries), self.num_heads),
             _split_heads(self.k_proj(x), self.num_heads),
             _split_heads(self.v_proj(x), self.num_heads),
-        )  # (N, heads, 1, C / heads)
-        return self.c_proj(_merge_heads(pooled)[:, 0])
+        )  # (N, heads, queries, C / heads)
+        pooled = self.c_proj(_merge_heads(pooled))
+        return pooled if all_queries else pooled[:, 0]
 
 
 class ModifiedResNet(nn.Module):
@@ -127,11 +136,13 @@ class ModifiedResNet(nn.Module):
         return nn.Sequential(*stage)
 
     def forward(self, x, shallow_prompts=None, deep_prompts=None, return_tokens=False):
-        """x: (N, 3, R, R) images, cast to the tower's dtype -> (N, output_dim)."""
-        if shallow_prompts is not None or as_layer_list(deep_prompts) or return_tokens:
+        """x: (N, 3, R, R) images, cast to the tower's dtype -> (N, output_dim); with
+        return_tokens=True, (N, 1 + (R/32)^2, output_dim): the attention pool queried by the mean
+        token (token 0, the usual output) and by every position of the last feature map."""
+        if shallow_prompts is not None or as_layer_list(deep_prompts):
             raise ValueError(
                 "the ModifiedResNet image tower has no token sequence: it takes no "
-                "shallow_prompts or deep_prompts and cannot return_tokens (use a ViT backbone)"
+                "shallow_prompts or deep_prompts (use a ViT backbone)"
             )
         check_images(x, self.input_resolution)
         x = x.to(self.conv1.weight.dtype)
@@ -139,4 +150,4 @@ class ModifiedResNet(nn.Module):
         x = self.relu2(self.bn2(self.conv2(x)))
         x = self.avgpool(self.relu3(self.bn3(self.conv3(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.attnpool(x)
+        return self.attnpool(x, all_queries=return_tokens)

@@ -331,7 +331,7 @@ def test_prompt_errors_are_clear(prompted):
     with pytest.raises(ValueError, match=r"images must have shape \(N, 3, 32, 32\)"):
         model.encode_image(torch.zeros(1, 3, 64, 64))
     resnet = build_model(tiny_resnet_state_dict())
-    for kwargs in (dict(shallow_prompts=randn(2, 256)), dict(deep_prompts=[randn(2, 256)]), dict(return_tokens=True)):
+    for kwargs in (dict(shallow_prompts=randn(2, 256)), dict(deep_prompts=[randn(2, 256)])):
         with pytest.raises(ValueError, match="ModifiedResNet image tower has no token sequence"):
             resnet.encode_image(images_for(resnet, 1), **kwargs)
 

@@ -13,8 +13,9 @@ Plans carry no gradient (as in the official code): gradients reach the prompts o
 similarities that the plans weigh. All token-level problems of a forward are solved together by
 the batched solver of ``trainers.sinkhorn`` (one stopping group per (b, c) pair), chunked over
 classes to bound memory; the prompt level is one stopping group over the whole batch, as in the
-official code (so a prediction can depend on the other images of the batch). docs/method.md
-describes the computation and its switches.
+official code (so a prediction can depend on the other images of the batch), or with
+``stop_per_problem`` one group per (b, c) pair (a prediction then depends on its image alone).
+docs/method.md describes the computation and its switches.
 """
 
 import math
@@ -61,6 +62,10 @@ class OTSettings:
     token_cost: str = "similarity"
     token_weight: float = 1.0  # w above; the official code has none (1)
     memory_budget_mb: float = 1024.0  # bound on the token-level chunk temporaries (chunks over classes)
+    # The prompt level's stopping rule: False = one group over the batch's B*C problems (the
+    # official code: a prediction depends on its batch); True = every (image, class) problem stops
+    # on its own (predictions independent of the batch's composition, as under DDP sharding)
+    stop_per_problem: bool = False
 
     def __post_init__(self):
         finite = math.isfinite
@@ -173,13 +178,16 @@ def token_chunk_classes(batch, v_prompts, t_prompts, img_len, txt_len, dim, memo
 
 
 def _prompt_level_plan(cost, settings):
-    """cost: (B, C, V, T) -> plan (B, C, V, T): all B*C problems form ONE stopping group."""
+    """cost: (B, C, V, T) -> plan (B, C, V, T): all B*C problems form ONE stopping group, or with
+    ``settings.stop_per_problem`` each problem is a group of its own."""
     batch, classes, v_prompts, t_prompts = cost.shape
+    problems = batch * classes
+    groups, per_group = (problems, 1) if settings.stop_per_problem else (1, problems)
     with torch.no_grad():
         return solve(
-            cost.reshape(1, batch * classes, v_prompts, t_prompts),
-            all_real(1, batch * classes, v_prompts, cost.device),
-            all_real(1, batch * classes, t_prompts, cost.device),
+            cost.reshape(groups, per_group, v_prompts, t_prompts),
+            all_real(groups, per_group, v_prompts, cost.device),
+            all_real(groups, per_group, t_prompts, cost.device),
             settings.eps,
             settings.max_iter,
             settings.thresh,

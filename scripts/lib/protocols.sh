@@ -26,6 +26,7 @@
 #   BASE2NEW_CFG, XD_CFG, FEWSHOT_CFG   each protocol's recipe: a file of CONFIG_DIR without .yaml
 #   BASE2NEW_CFG_<dataset>, XD_CFG_<dataset>, FEWSHOT_CFG_<dataset>   a dataset's own recipe
 #   FEWSHOT_CFG_<K>shots   the few-shot recipe for K shots (a dataset's own recipe comes first)
+#   FEWSHOT_CFG_<dataset>_<K>shots   a dataset's recipe for K shots (before all the others)
 #   TOY_CFG     the toy-world recipe, chosen by TOY=1 (default toy_clip)
 #   DEMO_SEEDS  the seeds that `make demo` runs (default 1)
 
@@ -61,7 +62,8 @@ load_method() {
 }
 
 # recipe PROTOCOL DATASET [SHOTS]: the recipe name (PROTOCOL: base2new, xd or fewshot). CFG wins,
-# then TOY=1's toy recipe, then the method's: the dataset's own, the shot count's, the protocol's.
+# then TOY=1's toy recipe, then the method's: the dataset's for the shot count, the dataset's own,
+# the shot count's, the protocol's.
 recipe() {
     local protocol=${1^^} dataset=$2 shots=${3:-} name
     if [ -n "${CFG:-}" ]; then
@@ -72,7 +74,8 @@ recipe() {
         printf '%s\n' "$TOY_CFG"
         return
     fi
-    for name in "${protocol}_CFG_$dataset" ${shots:+"${protocol}_CFG_${shots}shots"} "${protocol}_CFG"; do
+    for name in ${shots:+"${protocol}_CFG_${dataset}_${shots}shots"} "${protocol}_CFG_$dataset" \
+        ${shots:+"${protocol}_CFG_${shots}shots"} "${protocol}_CFG"; do
         if [ -n "${!name:-}" ]; then
             printf '%s\n' "${!name}"
             return
@@ -249,7 +252,7 @@ method_dir() {
             printf '%s\n' "$folder"
             return 0
         fi
-    done < <(list_methods)
+    done <<< "$(list_methods)"  # the whole list first: an early return must not cut the lister's pipe
     echo "Error: unknown method '$1' (or not available yet); available: $(list_methods | cut -d' ' -f1 | tr '\n' ' ')" >&2
     exit 2
 }
