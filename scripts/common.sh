@@ -9,6 +9,9 @@
 #   ALLOW_MIXED  1: a finished run made with other settings than those asked for now is kept and
 #           skipped (with a warning) instead of refused
 #   CHECK_ONLY   1: say what the step would do (skip, run, refuse) and exit without running it
+#   NPROC_PER_NODE  N > 1: train.py runs as N processes through torchrun (DDP, one per GPU)
+#   RUN_DIR_FILE    a file to which each step appends "train|eval RUN_FOLDER" for the run folder
+#           it decides about (scripts/reproduce.sh: the status table of a sweep)
 # The scripts run in the repository root, wherever they are called from: the defaults are
 # relative to it, and a relative DATA, OUTPUT or PYTHON path that you set is relative to the
 # folder you call the script from.
@@ -81,6 +84,7 @@ train_args() {
 run_status() {
     local kind=$1 dir=$2 report line key value verdict=""
     shift 2
+    if [ -n "${RUN_DIR_FILE:-}" ]; then printf '%s %s\n' "$kind" "$dir" >> "$RUN_DIR_FILE"; fi
     if [ "${ALLOW_MIXED:-0}" = 1 ]; then set -- "$@" --allow-mixed; fi
     if ! report=$("$PYTHON" -m tools.results.status "$kind" "$dir" "$@" -- ${TRAIN_ARGS[@]+"${TRAIN_ARGS[@]}"}); then
         echo "Error: cannot check $dir ($PYTHON -m tools.results.status failed)" >&2
@@ -114,9 +118,20 @@ run_status() {
     esac
 }
 
+# run_train_py: train.py with TRAIN_ARGS, in one process, or as NPROC_PER_NODE processes through
+# torchrun when NPROC_PER_NODE > 1 (DistributedDataParallel, one process per GPU; the batch size of
+# the config is then that of each process: docs/engine.md).
+run_train_py() {
+    if [ "${NPROC_PER_NODE:-1}" -gt 1 ]; then
+        "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node "$NPROC_PER_NODE" train.py "${TRAIN_ARGS[@]}"
+    else
+        "$PYTHON" train.py "${TRAIN_ARGS[@]}"
+    fi
+}
+
 # train_py DATASET CONFIG_FILE OUTPUT_DIR SEED [flags and KEY VALUE opts...]: one train.py call
 # with the method's TRAINER (train_args); OPTS come last, so they override everything.
 train_py() {
     train_args "$@"
-    "$PYTHON" train.py "${TRAIN_ARGS[@]}"
+    run_train_py
 }

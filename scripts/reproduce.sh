@@ -23,15 +23,35 @@
 # saved), and the sweep says what finished, what was interrupted (run the same command again to
 # resume it) and what was not started; exit status 130 / 143. (A SIGTERM to this script alone,
 # not to its process group, lets the run in progress finish first.)
+# Launchers (LAUNCHER): sequential (default: one step after another, here), local (JOBS=N jobs at
+# a time, submitit's local executor), gpus (GPUS="0 1 2 3": one job per GPU at a time, each seeing
+# its GPU as CUDA_VISIBLE_DEVICES), slurm (submitit: one job array, the SLURM_* settings below). A
+# job runs one chain: a training step and the test steps that need it. Jobs' logs, submitit's files
+# and the plan are in OUTPUT/sweeps/PROTOCOL-<id>/ (one folder per sweep). The status table (a row
+# per method, dataset, seed and step: done, running, queued, failed with its Error line and log,
+# ...) is printed while the jobs run and at the end; `--status` as first argument (or
+# STATUS_ONLY=1) prints it without running anything.
 # Environment: that of the method scripts (DATA, OUTPUT, PYTHON, OPTS, SHOTS, CFG, TOY, SOURCE,
-# ALLOW_MIXED; see scripts/lib/protocols.sh), SHOTS_LIST, PARSE_OPTS.
+# ALLOW_MIXED; see scripts/lib/protocols.sh), SHOTS_LIST, PARSE_OPTS, LAUNCHER, JOBS, GPUS,
+# SLURM_PARTITION, SLURM_TIME, SLURM_GPUS_PER_JOB (> 1: each run through torchrun), SLURM_CPUS_PER_JOB,
+# SLURM_MEM, SLURM_ACCOUNT, SLURM_QOS, SLURM_EXTRA, SLURM_MAX_PARALLEL; docs/scripts.md.
 source "$(dirname "${BASH_SOURCE[0]}")/lib/protocols.sh"
 
 usage() {
-    echo "usage: $0 base2new|xd|fewshot \"METHODS\" [\"DATASETS\"] [\"SEEDS\"]" >&2
+    echo "usage: $0 [--status] base2new|xd|fewshot \"METHODS\" [\"DATASETS\"] [\"SEEDS\"]" >&2
     echo "methods: $(list_methods | cut -d' ' -f1 | tr '\n' ' ')" >&2
     exit 2
 }
+if [ "${1:-}" = --status ]; then
+    STATUS_ONLY=1
+    shift
+fi
+STATUS_ONLY=${STATUS_ONLY:-0}
+LAUNCHER=${LAUNCHER:-sequential}
+case "$LAUNCHER" in
+    sequential | local | gpus | slurm) ;;
+    *) echo "Error: LAUNCHER=$LAUNCHER is unknown: expected sequential, local, gpus or slurm" >&2; exit 2 ;;
+esac
 [ $# -ge 2 ] && [ $# -le 4 ] || usage
 PROTOCOL=$1
 case "$PROTOCOL" in
@@ -73,15 +93,26 @@ STEP_ARGS=()     # its arguments, space-separated (dataset names, seeds, shot co
 STEP_NEEDS=()    # the step that must have finished first (a test step's training), or -1
 STEP_STATES=()   # planned, done (had a result), ran, failed, interrupted, or skipped (its training failed)
 STEP_CHECKS=()   # what the check of a done step said (printed at its turn)
+STEP_LABELS=()   # method, dataset, shots and seed, tab-separated (the status table)
+STEP_VERDICTS=() # what the check found: done, run, mixed, refused
+STEP_DIRS=()     # "train|eval RUN_FOLDER" of the step's run folder (empty: it has none)
 
-# add_step NEEDS SCRIPT ARGS...: appends a step; LAST_STEP is its index.
+# add_step NEEDS LABEL SCRIPT ARGS...: appends a step; LAST_STEP is its index.
 add_step() {
     STEP_NEEDS+=("$1")
-    STEP_SCRIPTS+=("$2")
-    STEP_ARGS+=("${*:3}")
+    STEP_LABELS+=("$2")
+    STEP_SCRIPTS+=("$3")
+    STEP_ARGS+=("${*:4}")
     STEP_STATES+=(planned)
     STEP_CHECKS+=("")
+    STEP_VERDICTS+=("")
+    STEP_DIRS+=("")
     LAST_STEP=$((${#STEP_SCRIPTS[@]} - 1))
+}
+
+# label METHOD_DIR DATASET SHOTS SEED: a step's label (add_step).
+label() {
+    printf '%s\t%s\t%s\t%s\n' "$(load_method "$1" && printf '%s' "$METHOD")" "$2" "$3" "$4"
 }
 
 plan_base2new() {
@@ -89,8 +120,8 @@ plan_base2new() {
     for dir in "${METHOD_DIRS[@]}"; do
         for dataset in "${DATASET_LIST[@]}"; do
             for seed in "${SEED_LIST[@]}"; do
-                add_step -1 "$dir/base2new_train.sh" "$dataset" "$seed"
-                add_step "$LAST_STEP" "$dir/base2new_test.sh" "$dataset" "$seed"
+                add_step -1 "$(label "$dir" "$dataset" "$SHOTS" "$seed")" "$dir/base2new_train.sh" "$dataset" "$seed"
+                add_step "$LAST_STEP" "$(label "$dir" "$dataset" "$SHOTS" "$seed")" "$dir/base2new_test.sh" "$dataset" "$seed"
             done
         done
     done
@@ -100,9 +131,11 @@ plan_xd() {
     local dir dataset seed training
     for dir in "${METHOD_DIRS[@]}"; do
         for seed in "${SEED_LIST[@]}"; do
-            add_step -1 "$dir/xd_train.sh" "$seed"
+            add_step -1 "$(label "$dir" "${SOURCE:-imagenet}" "$SHOTS" "$seed")" "$dir/xd_train.sh" "$seed"
             training=$LAST_STEP
-            for dataset in "${DATASET_LIST[@]}"; do add_step "$training" "$dir/xd_test.sh" "$dataset" "$seed"; done
+            for dataset in "${DATASET_LIST[@]}"; do
+                add_step "$training" "$(label "$dir" "$dataset" "$SHOTS" "$seed")" "$dir/xd_test.sh" "$dataset" "$seed"
+            done
         done
     done
 }
@@ -112,7 +145,9 @@ plan_fewshot() {
     for dir in "${METHOD_DIRS[@]}"; do
         for dataset in "${DATASET_LIST[@]}"; do
             for shots in "${SHOTS_VALUES[@]}"; do
-                for seed in "${SEED_LIST[@]}"; do add_step -1 "$dir/fewshot.sh" "$dataset" "$shots" "$seed"; done
+                for seed in "${SEED_LIST[@]}"; do
+                    add_step -1 "$(label "$dir" "$dataset" "$shots" "$seed")" "$dir/fewshot.sh" "$dataset" "$shots" "$seed"
+                done
             done
         done
     done
@@ -170,18 +205,23 @@ stop_if_interrupted() {
 # skipped later; finished runs made with other settings than those asked for now (each step says
 # which keys) stop the sweep here, before anything runs (exit status 3), unless ALLOW_MIXED=1.
 check_steps() {
-    local i args output status mixed=0
+    local i args output status mixed=0 dirs
+    dirs=$(mktemp)
     for i in "${!STEP_SCRIPTS[@]}"; do
         read -r -a args <<< "${STEP_ARGS[$i]}"
-        if output=$(CHECK_ONLY=1 bash "${STEP_SCRIPTS[$i]}" "${args[@]}" 2>&1); then status=0; else status=$?; fi
+        : > "$dirs"
+        if output=$(CHECK_ONLY=1 RUN_DIR_FILE=$dirs bash "${STEP_SCRIPTS[$i]}" "${args[@]}" 2>&1); then status=0; else status=$?; fi
+        STEP_DIRS[i]=$(head -n 1 "$dirs")
         stop_if_interrupted
         case "$status" in
-            0) STEP_STATES[i]=done STEP_CHECKS[i]=$output ;;
-            3) mixed=$((mixed + 1)); printf '%s\n' "$output" >&2 ;;
-            *) ;;  # to run (10), or refused: the step runs and says so itself
+            0) STEP_STATES[i]=done STEP_CHECKS[i]=$output STEP_VERDICTS[i]=done ;;
+            3) mixed=$((mixed + 1)) STEP_VERDICTS[i]=mixed; printf '%s\n' "$output" >&2 ;;
+            10) STEP_VERDICTS[i]=run ;;
+            *) STEP_VERDICTS[i]=refused ;;  # the step runs and says why itself
         esac
     done
-    if [ "$mixed" -gt 0 ]; then
+    rm -f "$dirs"
+    if [ "$mixed" -gt 0 ] && [ "$STATUS_ONLY" != 1 ]; then
         echo "Error: $mixed finished run(s) were made with other settings than those asked for now (above); nothing was run." >&2
         echo "Run the new settings into another OUTPUT, delete those runs to redo them, or set ALLOW_MIXED=1 to keep them as they are." >&2
         exit 3
@@ -256,9 +296,60 @@ print_results() {
     esac
 }
 
+# ------------------------------------------------------------------------------------------------
+# The sweep's folder: its plan, status and jobs' files (OUTPUT/sweeps/PROTOCOL-<id>, the id a
+# checksum of what defines the sweep, so that the same command finds it again)
+# ------------------------------------------------------------------------------------------------
+sweep_id() {
+    printf '%s\n' "$PROTOCOL" "$METHOD_NAMES" "${DATASET_LIST[*]}" "${SEED_LIST[*]}" "${SHOTS_VALUES[*]}" "$SHOTS" \
+        "${CFG:-}" "${TOY:-0}" "${SOURCE:-}" "${OPTS:-}" | cksum | cut -d' ' -f1
+}
+
+# write_plan: OUTPUT/sweeps/.../plan.tsv (tools/sweep/plan.py reads it) and sweep.txt (the command).
+write_plan() {
+    local i kind dir script
+    mkdir -p "$SWEEP_DIR"
+    SWEEP_DIR=$(cd "$SWEEP_DIR" && pwd)
+    for i in "${!STEP_SCRIPTS[@]}"; do
+        kind="" dir=""
+        if [ -n "${STEP_DIRS[$i]}" ]; then kind=${STEP_DIRS[$i]%% *} dir=${STEP_DIRS[$i]#* }; fi
+        script=${STEP_SCRIPTS[$i]#"$REPO_ROOT"/}
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$i" "${STEP_NEEDS[$i]}" "${STEP_LABELS[$i]}" \
+            "$(basename "$script" .sh)" "$kind" "$dir" "${STEP_VERDICTS[$i]}" "$script" "${STEP_ARGS[$i]}"
+    done > "$SWEEP_DIR/plan.tsv"
+    printf 'bash scripts/reproduce.sh %s "%s" "%s" "%s"\nSHOTS_LIST=%s SHOTS=%s CFG=%s TOY=%s SOURCE=%s OPTS=%s\n' \
+        "$PROTOCOL" "$METHOD_NAMES" "${DATASET_LIST[*]}" "${SEED_LIST[*]}" "${SHOTS_VALUES[*]}" "$SHOTS" \
+        "${CFG:-}" "${TOY:-0}" "${SOURCE:-}" "${OPTS:-}" > "$SWEEP_DIR/sweep.txt"
+}
+
+# launch_steps: the steps through LAUNCHER (tools/sweep): it prints the status table while its jobs
+# run and at the end.
+launch_steps() {
+    local rc=0
+    "$PYTHON" -m tools.sweep launch "$SWEEP_DIR" --launcher "$LAUNCHER" --jobs "${JOBS:-1}" --gpus "${GPUS:-}" \
+        --name "reproduce-$PROTOCOL" || rc=$?
+    case "$rc" in
+        0) ;;
+        2 | 130 | 143) exit "$rc" ;;  # a launcher setting, Ctrl-C, SIGTERM: said above
+        *) FAILED+=("steps that did not finish: see the status table above (LAUNCHER=$LAUNCHER)") ;;
+    esac
+}
+
+METHOD_NAMES=$2
+SWEEP_DIR=$OUTPUT/sweeps/$PROTOCOL-$(sweep_id)
 "plan_$PROTOCOL"
 check_steps
-run_steps
+write_plan
+if [ "$STATUS_ONLY" = 1 ]; then
+    exec "$PYTHON" -m tools.sweep status "$SWEEP_DIR"
+fi
+if [ "$LAUNCHER" = sequential ]; then
+    run_steps
+    echo
+    "$PYTHON" -m tools.sweep status "$SWEEP_DIR"
+else
+    launch_steps
+fi
 print_results
 if [ ${#FAILED[@]} -gt 0 ]; then
     echo >&2

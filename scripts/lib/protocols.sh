@@ -148,7 +148,7 @@ evaluate_weights() {
     train_args "$dataset" "$config" "$dir" "$seed" --model-dir "$model_dir" --load-epoch "$epoch" --eval-only "$@"
     (
         run_status eval "$dir"
-        "$PYTHON" train.py "${TRAIN_ARGS[@]}"
+        run_train_py
     )
 }
 
@@ -161,7 +161,7 @@ train() {
     config=$(config_file "$cfg")
     train_args "$dataset" "$config" "$dir" "$seed" "$@"
     run_status train "$dir" --learner "$LEARNER"
-    "$PYTHON" train.py "${TRAIN_ARGS[@]}"
+    run_train_py
 }
 
 base2new_train() { # DATASET SEED

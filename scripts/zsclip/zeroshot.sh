@@ -17,4 +17,4 @@ TRAIN_ARGS=(
     --output-dir "$DIR" --eval-only ${EXTRA_OPTS[@]+"${EXTRA_OPTS[@]}"}
 )
 run_status eval "$DIR"  # skipped when it has a result made with these settings
-"$PYTHON" train.py "${TRAIN_ARGS[@]}"
+run_train_py
