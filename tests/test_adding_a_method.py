@@ -91,5 +91,6 @@ def test_it_runs_through_reproduce_sh(repo_with_a_new_method, tmp_path):
         root, "bash", "scripts/reproduce.sh", "base2new", "ZeroshotCLIP DummyCoOp", "toy_shapes", "1", env=env
     )
     assert "Trainable parameters (prompt learner): 256" in output  # CoOp's 4 x 64 context on the toy CLIP
-    rows = re.findall(r"^(ZeroshotCLIP|DummyCoOp) +1 +1 +[\d.]+ \+- 0\.00 +[\d.]+ \+- 0\.00 +[\d.]+$", output, flags=re.M)
+    row = r"^(ZeroshotCLIP|DummyCoOp) +1 +1 +[\d.]+ \+- 0\.00 +[\d.]+ \+- 0\.00 +[\d.]+$"
+    rows = re.findall(row, output, flags=re.M)
     assert rows == ["ZeroshotCLIP", "DummyCoOp"]  # the comparison table, a row per method
