@@ -125,7 +125,7 @@ def test_an_upstream_whole_model_file_loads(data_root, clip_path, tmp_path, caps
         (("TRAINER.PLOTPP.TEMPLATES", ""), r"DATASET.NAME = 'ToyColors' has no PLOT\+\+ templates"),
         (("TRAINER.PLOTPP.TEMPLATES", "Pets"), r"TRAINER.PLOTPP.TEMPLATES = 'Pets' has no PLOT\+\+ templates"),
         (("TRAINER.PLOTPP.MODEL_UPD", "visual"), r"TRAINER.PLOTPP.MODEL_UPD = 'visual' is invalid: expected one of"),
-        (("TRAINER.PLOTPP.PRETRAIN_DIR", "a", "MODEL.INIT_WEIGHTS", "b"), "give the stage-1 file once"),
+        (("TRAINER.PLOTPP.PRETRAIN_DIR", "FILE", "MODEL.INIT_WEIGHTS", "FILE"), "give the stage-1 file once"),
         (("MODEL.BACKBONE.PATH", "RESNET"), "TRAINER.PLOTPP.M asks for visual prompts, which need a ViT"),
     ],
 )
@@ -134,6 +134,9 @@ def test_bad_settings_are_refused_naming_the_key(data_root, clip_path, tmp_path,
         resnet = tmp_path / "resnet.pt"
         save_tiny_clip(str(resnet), resnet=True)
         opts = ("MODEL.BACKBONE.PATH", str(resnet), "INPUT.SIZE", "(64, 64)")
+    if "FILE" in opts:  # two existing files: the engine checks that MODEL.INIT_WEIGHTS exists first
+        (tmp_path / "stage1.pth.tar").write_bytes(b"")
+        opts = tuple(str(tmp_path / "stage1.pth.tar") if opt == "FILE" else opt for opt in opts)
     with pytest.raises(ConfigError, match=expected):
         build(argv(data_root, tmp_path, clip_path, *opts))
 

@@ -22,7 +22,7 @@ for SHOTS in ${SHOTS_LIST:-1 2 4 8 16}; do
     RECIPE=$(recipe fewshot "$DATASET" "$SHOTS")
     for SEED in ${SEEDS:-1 2 3}; do
         DIR=$OUTPUT/OP_N$N/$DATASET/$TRAINER/rn50_${SHOTS}shots/nctx${NCTX}_csc${CSC}_ctp${CTP}/seed$SEED
-        # A subshell: a finished run ends it (skip_if_done exits), not the loop.
+        # A subshell: a finished run ends it (the shared rule, run_status, exits), not the loop.
         (train "$RECIPE" "$DIR" "$SEED" "$DATASET" \
             TRAINER.PLOT.N_CTX "$NCTX" \
             TRAINER.PLOT.CSC "$CSC" \

@@ -21,14 +21,15 @@ for SHOTS in ${SHOTS_LIST:-1 2 4 8 16}; do
     upstream_opts "$SHOTS"
     CONFIG=$(config_file "$(recipe fewshot "$DATASET" "$SHOTS")")
     for SEED in ${SEEDS:-1 2 3}; do
-        ( # a subshell: a finished evaluation ends it (skip_if_done exits), not the loop
+        ( # a subshell: a finished evaluation ends it (the shared rule, run_status, exits), not the loop
             DIR=$(upstream_run_dir output_eval "$SHOTS" "$SEED")
-            skip_if_done "$DIR" eval
             MODEL=${PRETRAIN_DIR:-}
             if [ -z "$MODEL" ]; then MODEL=$(saved_model_file "$(upstream_run_dir output_joint "$SHOTS" "$SEED")"); fi
-            train_py "$DATASET" "$CONFIG" "$DIR" "$SEED" --eval-only \
+            train_args "$DATASET" "$CONFIG" "$DIR" "$SEED" --eval-only \
                 "${UPSTREAM_OPTS[@]}" TRAINER.PLOTPP.TRADE_OFF False TRAINER.PLOTPP.PRETRAIN_DIR "$MODEL" \
                 TRAINER.PLOTPP.MODEL_UPD joint
+            run_status eval "$DIR"
+            run_train_py
         )
     done
 done

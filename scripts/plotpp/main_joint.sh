@@ -29,7 +29,7 @@ for SHOTS in ${SHOTS_LIST:-1 2 4 8 16}; do
         PRETRAINED=$(saved_model_file "$(upstream_run_dir output_visiononly "$SHOTS" 1)")
     fi
     for SEED in ${SEEDS:-1 2 3}; do
-        # A subshell: a finished run ends it (skip_if_done exits), not the loop.
+        # A subshell: a finished run ends it (the shared rule, run_status, exits), not the loop.
         (train "$RECIPE" "$(upstream_run_dir output_joint "$SHOTS" "$SEED")" \
             "$SEED" "$DATASET" "${UPSTREAM_OPTS[@]}" TRAINER.PLOTPP.TRADE_OFF False \
             TRAINER.PLOTPP.PRETRAIN_DIR "$PRETRAINED" TRAINER.PLOTPP.MODEL_UPD joint)

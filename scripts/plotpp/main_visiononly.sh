@@ -22,7 +22,7 @@ for SHOTS in ${SHOTS_LIST:-1 2 4 8 16}; do
     upstream_opts "$SHOTS"
     RECIPE=$(recipe fewshot "$DATASET" "$SHOTS")
     for SEED in ${SEEDS:-1}; do
-        # A subshell: a finished run ends it (skip_if_done exits), not the loop.
+        # A subshell: a finished run ends it (the shared rule, run_status, exits), not the loop.
         (train "$RECIPE" "$(upstream_run_dir output_visiononly "$SHOTS" "$SEED")" \
             "$SEED" "$DATASET" "${UPSTREAM_OPTS[@]}" TRAINER.PLOTPP.TRADE_OFF True TRAINER.PLOTPP.MODEL_UPD vision)
     done

@@ -20,12 +20,7 @@ STAGE2_OPTS=(TRAINER.PLOTPP.MODEL_UPD joint TRAINER.PLOTPP.TRADE_OFF False)
 # saved_model_file DIR: the model file that the finished training run in DIR tested (the epoch it
 # saved last, or its best-validation model); an error when DIR holds no finished training.
 saved_model_file() {
-    trained_model_args "$1" "$LEARNER" || return 1
-    if [ "${MODEL_ARGS[2]:-}" = --load-epoch ]; then
-        printf '%s\n' "$1/$LEARNER/model.pth.tar-${MODEL_ARGS[3]}"
-    else
-        printf '%s\n' "$1/$LEARNER/model-best.pth.tar"
-    fi
+    "$PYTHON" -m tools.results.status model "$1" --learner "$LEARNER"
 }
 
 # stage1_seed SEED: the seed of the stage-1 run that a stage-2 run with seed SEED starts from.
@@ -39,16 +34,28 @@ stage1_dir() {
 }
 
 # two_stage_train CFG DIR SEED DATASET [KEY VALUE...]: both stages of the training run into DIR.
+# Stage 1 runs in a subshell: the shared rule ends it when that stage is done (or, with CHECK_ONLY=1,
+# after saying what it would do), not the step. The step's run folder (RUN_DIR_FILE) is stage 2's.
 two_stage_train() {
-    local cfg=$1 dir=$2 seed=$3 dataset=$4 seed1 first file
+    local cfg=$1 dir=$2 seed=$3 dataset=$4 seed1 first file status=0
     shift 4
-    skip_if_done "$dir" train
     seed1=$(stage1_seed "$seed")
     first=$(stage1_dir "$dir" "$seed1")
-    # A subshell: a finished stage 1 ends it (skip_if_done exits), not the script.
-    (train_one_stage "$cfg" "$first" "$seed1" "$dataset" "$@" "${STAGE1_OPTS[@]}")
+    # A finished stage 2 needs nothing else: the shared rule says so and ends the step.
+    if file=$(saved_model_file "$first" 2> /dev/null) && (CHECK_ONLY=1 RUN_DIR_FILE="" \
+        train_one_stage "$cfg" "$dir" "$seed" "$dataset" "$@" "${STAGE2_OPTS[@]}" MODEL.INIT_WEIGHTS "$file") > /dev/null 2>&1; then
+        train_one_stage "$cfg" "$dir" "$seed" "$dataset" "$@" "${STAGE2_OPTS[@]}" MODEL.INIT_WEIGHTS "$file"
+    fi
+    (RUN_DIR_FILE="" train_one_stage "$cfg" "$first" "$seed1" "$dataset" "$@" "${STAGE1_OPTS[@]}") || status=$?
+    if [ "${CHECK_ONLY:-0}" = 1 ] && [ "$status" != 0 ]; then
+        # stage 1 is to run (10), was made with other settings (3) or is refused (1): so is the step
+        if [ -n "${RUN_DIR_FILE:-}" ]; then printf 'train %s\n' "$dir" >> "$RUN_DIR_FILE"; fi
+        exit "$status"
+    elif [ "$status" != 0 ]; then
+        exit "$status"
+    fi
     file=$(saved_model_file "$first")
-    echo "Stage 2 starts from the stage-1 file $file"
+    if [ "${CHECK_ONLY:-0}" != 1 ]; then echo "Stage 2 starts from the stage-1 file $file"; fi
     train_one_stage "$cfg" "$dir" "$seed" "$dataset" "$@" "${STAGE2_OPTS[@]}" MODEL.INIT_WEIGHTS "$file"
 }
 

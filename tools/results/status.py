@@ -4,6 +4,11 @@ scripts and parse_test_res.py apply one rule, in one code path (tools/results/lo
 
     python -m tools.results.status train DIR --learner L [--allow-mixed] -- TRAIN_PY_ARGS...
     python -m tools.results.status eval DIR [--model-dir M --learner L] [--allow-mixed] -- TRAIN_PY_ARGS...
+    python -m tools.results.status model DIR --learner L
+
+``model`` prints the model file whose test gave the finished training run in DIR its result (what
+an evaluation of it loads; e.g. PLOT++'s second stage starts from its first stage's), or fails
+with the reason on stderr.
 
 TRAIN_PY_ARGS are the arguments the script gives train.py (the request now; without them the
 settings are not checked). It prints lines
@@ -316,7 +321,7 @@ def eval_status(folder, argv, model_dir=None, learner=None, allow_mixed=False):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("kind", choices=("train", "eval"))
+    parser.add_argument("kind", choices=("train", "eval", "model"))
     parser.add_argument("folder")
     parser.add_argument("--learner", default="")
     parser.add_argument("--model-dir", default="")
@@ -325,6 +330,13 @@ def main(argv=None):
     split = argv.index("--") if "--" in argv else len(argv)
     args = parser.parse_args(argv[:split])
     request = argv[split + 1 :]  # train.py's arguments
+    if args.kind == "model":
+        try:
+            print(_model_now(args.folder, args.learner)[0])
+        except provenance.ModelNotFound as error:
+            print(f"Error: {error}", file=sys.stderr)
+            return 1
+        return 0
     try:
         if args.kind == "train":
             status = train_status(args.folder, args.learner, request, args.allow_mixed)
