@@ -84,6 +84,9 @@ for name in $2; do
 done
 [ ${#METHOD_DIRS[@]} -gt 0 ] || usage
 for dataset in "${DATASET_LIST[@]}"; do check_dataset "$dataset"; done
+if [ "$STATUS_ONLY" != 1 ]; then
+    for dataset in "${DATASET_LIST[@]}"; do toy_world_if_missing "$dataset"; done
+fi
 
 # ------------------------------------------------------------------------------------------------
 # The steps of the sweep, in the order they run

@@ -101,8 +101,10 @@ def test_local_jobs_give_the_sequential_table_two_at_a_time(sequential, base_env
 
 
 def test_one_job_per_gpu_each_seeing_its_own(base_env, tmp_path):
-    env = dict(base_env, OUTPUT=str(tmp_path / "out"))
+    # DATA without the toy world (a fresh clone): the sweep writes it first
+    env = dict(base_env, OUTPUT=str(tmp_path / "out"), DATA=str(tmp_path / "data"))
     output = reproduce(env, "base2new", METHODS, "toy_shapes", "1", LAUNCHER="gpus", GPUS="0 1")
+    assert f"The toy world is not in {tmp_path / 'data'}: writing it" in output
     assert set(table(output)) == {"ZeroshotCLIP", "CoOp"}
     spans = step_spans(sweep_dir(env["OUTPUT"]))
     devices = {chain: {span[2] for (c, _), span in spans.items() if c == chain} for chain, _ in spans}

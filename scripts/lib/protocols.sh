@@ -104,6 +104,16 @@ check_dataset() {
     fi
 }
 
+# toy_world_if_missing DATASET: the toy world's ToyShapes is written into DATA when it is asked for
+# and DATA does not hold it (rendered in seconds, nothing downloaded; its split file comes last, so
+# a folder without it is an interrupted write). CHECK_ONLY=1 writes nothing.
+toy_world_if_missing() {
+    if [ "$1" = toy_shapes ] && [ "${CHECK_ONLY:-0}" != 1 ] && [ ! -f "$DATA/toy_shapes/split_zhou_ToyShapes.json" ]; then
+        echo "The toy world is not in $DATA: writing it ($PYTHON -m tools.toy_world --root $DATA)"
+        "$PYTHON" -m tools.toy_world --root "$DATA"
+    fi
+}
+
 # Folders of the protocols (the layout above).
 base2new_dir() { # SIDE DATASET CFG SEED
     printf '%s\n' "$OUTPUT/base2new/$1/$2/shots_$SHOTS/$TRAINER/$3/seed$4"
@@ -229,7 +239,10 @@ protocol_main() {
         exit 2
     fi
     load_method "$SCRIPT_DIR"
-    if [ "$usage" != SEED ]; then check_dataset "$1"; fi
+    if [ "$usage" != SEED ]; then
+        check_dataset "$1"
+        toy_world_if_missing "$1"
+    fi
     "$step" "$@"
 }
 
