@@ -33,6 +33,7 @@ from .base import check_method_keys
 from .coop import CoOp, CoOpCLIP, CoOpPromptLearner
 from .prompting import LossTerm, TrainingOutput, word_context
 from .text import (
+    CUSTOM_TEMPLATES,
     Context,
     FrozenTextFeatures,
     context_from_words,
@@ -41,24 +42,15 @@ from .text import (
     initial_words,
 )
 
-# ProGrad's hand-written prompts (its own table: the teacher's prompts and the initial words).
+# ProGrad's hand-written prompts (its own table: the teacher's prompts and the initial words):
+# zero-shot CLIP's, but for five datasets.
 PROGRAD_TEMPLATES = {
+    **CUSTOM_TEMPLATES,
     "OxfordPets": "a type of pet, a photo of a {}.",
     "OxfordFlowers": "a type of flower, a photo of a {}.",
     "FGVCAircraft": "a type of aircraft, a photo of a {}.",
     "DescribableTextures": "a texture of {}.",
-    "EuroSAT": "a centered satellite photo of {}.",
-    "StanfordCars": "a photo of a {}.",
     "Food101": "a type of food, a photo of {}.",
-    "SUN397": "a photo of a {}.",
-    "Caltech101": "a photo of a {}.",
-    "UCF101": "a photo of a person doing {}.",
-    "ImageNet": "a photo of a {}.",
-    "ImageNetSketch": "a photo of a {}.",
-    "ImageNetV2": "a photo of a {}.",
-    "ImageNetA": "a photo of a {}.",
-    "ImageNetR": "a photo of a {}.",
-    "ToyShapes": "a photo of a {}.",
 }
 KL_TERM = "loss_kl"  # the teacher term's name in the log
 LOSS_NAME = "prograd"  # the only LOSS.NAME the trainer accepts (upstream's switch)

@@ -10,13 +10,7 @@
 # OUTPUT, PYTHON, OPTS, TOY, CFG (scripts/lib/protocols.sh). Evaluations with a result are skipped.
 source "$(dirname "${BASH_SOURCE[0]}")/../lib/protocols.sh"
 source "$SCRIPT_DIR/stages.sh"
-if [ $# -ne 2 ]; then
-    echo "usage: $0 DATASET M" >&2
-    exit 2
-fi
-DATASET=$1 M=$2
-load_method "$SCRIPT_DIR"
-check_dataset "$DATASET"
+upstream_entry "$@"  # sets DATASET and M
 for SHOTS in ${SHOTS_LIST:-1 2 4 8 16}; do
     upstream_opts "$SHOTS"
     CONFIG=$(config_file "$(recipe fewshot "$DATASET" "$SHOTS")")

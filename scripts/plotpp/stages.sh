@@ -66,6 +66,19 @@ two_stage_protocol() {
     train() { two_stage_train "$@"; }
 }
 
+# upstream_entry DATASET M: the arguments of plot-pp's entry points, checked; sets DATASET and M
+# (the visual prompt sets) and reads the method.
+upstream_entry() {
+    if [ $# -ne 2 ]; then
+        echo "usage: $0 DATASET M" >&2
+        exit 2
+    fi
+    DATASET=$1 M=$2
+    load_method "$SCRIPT_DIR"
+    check_dataset "$DATASET"
+    toy_world_if_missing "$DATASET"
+}
+
 # upstream_run_dir ROOT SHOTS SEED: a run folder of plot-pp's layout for DATASET (ROOT:
 # output_visiononly, output_joint or output_eval).
 upstream_run_dir() {

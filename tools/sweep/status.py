@@ -79,6 +79,17 @@ def _newest_log_facts(folder):
     return logs[0], error, interrupted
 
 
+def _older_than(log, since, step):
+    """Whether the result in ``log`` predates the sweep's plan although the sweep's check found the
+    step to run again (so it does not count as this sweep's result)."""
+    if step.check != "run" or since is None:
+        return False
+    try:
+        return osp.getmtime(log) < since
+    except OSError:  # removed meanwhile: read again at the next report
+        return True
+
+
 def step_state(step, active=False, exit_status=None, since=None):
     """(state, detail) of ``step`` (a plan.Step).
 
@@ -93,8 +104,7 @@ def step_state(step, active=False, exit_status=None, since=None):
     if osp.isdir(folder):
         signals = TRAIN_END_SIGNALS if step.kind == "train" else (TEST_END_SIGNAL,)
         read = read_run(folder, [ACCURACY], signals)
-        redo = step.check == "run" and since is not None and osp.getmtime(read.path) < since
-        if read.status == FOUND and not redo:
+        if read.status == FOUND and not _older_than(read.path, since, step):
             return (MIXED, "finished with other settings: refused") if step.check == "mixed" else (DONE, "")
         holder = lock_holder(folder)
         if holder is not None:
