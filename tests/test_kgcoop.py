@@ -281,3 +281,11 @@ def test_reproduce_base_to_new_on_the_toy_world(tmp_path):
     for trainer in ("KgCoOp", "ProGrad"):
         log = tmp_path / "output/base2new/train_base/toy_shapes/shots_4" / trainer / "toy_clip/seed1" / "log.txt"
         assert "Trainable parameters (prompt learner): 256" in log.read_text()  # 4 tokens x the toy width 64
+
+
+def test_kgcoop_keys_join_coops_node_with_upstreams_defaults():
+    import train
+
+    cfg = train.get_cfg_default()
+    train.extend_cfg(cfg)
+    assert (cfg.TRAINER.COOP.W, cfg.TRAINER.COOP.ALPHA) == (1.0, 1.0)

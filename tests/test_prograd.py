@@ -395,3 +395,23 @@ if __name__ == "__main__":
         half = slice(rank * GLOBAL_BATCH // 2, (rank + 1) * GLOBAL_BATCH // 2)
         outcome = one_step(trainer, global_batch()[half], job["labels"][half])
         torch.save(outcome, f"{result}.{rank}")
+
+
+def test_the_loss_node_has_upstreams_defaults():
+    import train
+
+    cfg = train.get_cfg_default()
+    train.extend_cfg(cfg)
+    assert dict(cfg.LOSS) == dict(NAME="", T=1.0, LAMBDA=1.0, GM=False, ALPHA=0.0)  # a top-level node, as upstream
+
+
+def test_a_resume_under_another_lambda_is_a_changed_config():
+    import train
+    from dassl.config import config_differences, config_snapshot
+    from dassl.engine.checkpointing import RESUME_CHECKED_KEYS
+
+    cfg = train.get_cfg_default()
+    train.extend_cfg(cfg)
+    snapshot = config_snapshot(cfg)
+    cfg.LOSS.LAMBDA = 0.5
+    assert config_differences(snapshot, cfg, RESUME_CHECKED_KEYS) == [("LOSS.LAMBDA", 1.0, 0.5)]

@@ -606,9 +606,10 @@ def test_extend_cfg_adds_the_method_nodes():
     cfg = train.get_cfg_default()
     train.extend_cfg(cfg)
     t = cfg.TRAINER
+    # CoOp's keys (other methods may add theirs to its node, as KgCoOp and ProGrad do upstream: their
+    # tests check those)
     coop = dict(N_CTX=16, CSC=False, CTX_INIT="", PREC="fp16", CLASS_TOKEN_POSITION="end")
-    assert dict(t.COOP) == dict(coop, W=1.0, ALPHA=1.0)  # KgCoOp's keys join CoOp's node, as upstream
-    assert dict(cfg.LOSS) == dict(NAME="", T=1.0, LAMBDA=1.0, GM=False, ALPHA=0.0)  # ProGrad's, top-level
+    assert {key: t.COOP[key] for key in coop} == coop
     assert dict(t.COCOOP) == dict(N_CTX=16, CTX_INIT="", PREC="fp16", TEXT_MEMORY_MB=1024.0)
     assert dict(t.MAPLE) == dict(N_CTX=16, CTX_INIT="a photo of a", PREC="fp16", PROMPT_DEPTH=9)
     assert dict(t.IVLP) == dict(

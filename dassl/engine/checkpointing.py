@@ -58,6 +58,7 @@ RESUME_CHECKED_KEYS = (
     "MODEL.BACKBONE.NAME",
     "OPTIM.",
     "TRAINER.",
+    "LOSS.",  # a loss node some methods add at the top level (ProGrad's, as in its copy of Dassl)
 )
 
 
