@@ -133,11 +133,16 @@ def draw(rows, plans, path):
 
     bars = figure.add_subplot(grid[:, 0])
     width = 0.8 / len(rows)
+    # One colour per method: matplotlib's default cycle has 10, tab20 twice as many.
+    colours = plt.get_cmap("tab10" if len(rows) <= 10 else "tab20").colors
     for offset, (name, row) in enumerate(rows.items()):
         values = [row.base, row.new, row.hm]
         errors = [0.0 if stats is None else stats.std for stats in (row.base_seeds, row.new_seeds)] + [0.0]
         positions = [i + (offset - (len(rows) - 1) / 2) * width for i in range(3)]
-        bars.bar(positions, values, width, yerr=errors, capsize=3, label=f"{name} ({len(row.seeds)} seed(s))")
+        bars.bar(
+            positions, values, width, yerr=errors, capsize=3, label=f"{name} ({len(row.seeds)} seed(s))",
+            color=colours[offset % len(colours)],
+        )  # fmt: skip
         for x, value in zip(positions, values):
             bars.text(x, value + 1.5, f"{value:.1f}", ha="center", fontsize=max(5, 9 - len(rows)))
     bars.set_xticks(range(3), ["Base", "New", "HM"])
