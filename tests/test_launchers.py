@@ -157,6 +157,25 @@ def test_slurm_through_submitit_with_the_settings_as_sbatch_flags(base_env, tmp_
     assert len((state / "sbatch.log").read_text().split("sbatch ")) == 2  # submitted once
 
 
+def test_status_shows_recorded_slurm_jobs_still_waiting_as_queued(base_env, tmp_path):
+    state = tmp_path / "slurm"
+    state.mkdir()
+    env = dict(
+        base_env, OUTPUT=str(tmp_path / "out"), PATH=f"{FAKE_SLURM}:{base_env['PATH']}", FAKE_SLURM_DIR=str(state)
+    )
+    reproduce(env, "--status", "base2new", METHODS, "toy_shapes", "1")  # plans the sweep, runs nothing
+    folder = sweep_dir(env["OUTPUT"])
+    coop = [chain for chain in plan.chains(plan.read_plan(plan.plan_path(folder))) if chain[0].method == "CoOp"]
+    with open(osp.join(folder, launchers.JOBS_RECORD), "w") as f:  # a job of an earlier call, still waiting
+        f.write(f"777_0\t{plan.chain_name(coop[0])}\n")
+    (state / "777_0.state").write_text("PENDING\n")
+    status = reproduce(env, "--status", "base2new", METHODS, "toy_shapes", "1")
+    assert len(re.findall(r"^CoOp +toy_shapes .* queued", status, flags=re.M)) == 2
+    assert "Steps: 2 queued, 2 not started" in status
+    (state / "777_0.state").write_text("FAILED\n")
+    assert "Steps: 4 not started" in reproduce(env, "--status", "base2new", METHODS, "toy_shapes", "1")
+
+
 def test_status_names_a_failed_runs_error_line(base_env, tmp_path):
     env = dict(
         base_env, OUTPUT=str(tmp_path / "out"), OPTS=base_env["OPTS"] + " TRAINER.COOP.CLASS_TOKEN_POSITION start"

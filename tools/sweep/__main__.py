@@ -16,7 +16,15 @@ import os.path as osp
 import signal
 import sys
 
-from .launchers import LauncherError, LocalLauncher, Reporter, SlurmLauncher, Stopped, _raise_stopped
+from .launchers import (
+    LauncherError,
+    LocalLauncher,
+    Reporter,
+    SlurmLauncher,
+    Stopped,
+    queued_slurm_chains,
+    raise_stopped,
+)
 from .plan import chains, plan_path, read_plan
 from .status import DONE, NOTHING, RUNNING, render
 
@@ -91,11 +99,13 @@ def main(argv=None):
     steps = read_plan(plan_path(args.sweep_dir))
     if args.command == "status":
         reporter = Reporter(steps, args.sweep_dir, osp.getmtime(plan_path(args.sweep_dir)), 0)
+        chain_list = chains(steps)
+        queued = {step.index for i in queued_slurm_chains(args.sweep_dir, chain_list) for step in chain_list[i]}
         print(f"Status of the sweep's steps ({args.sweep_dir}):")
-        print(render(reporter.rows(())))
+        print(render(reporter.rows(queued)))
         return 0
-    signal.signal(signal.SIGTERM, _raise_stopped)
-    signal.signal(signal.SIGINT, _raise_stopped)
+    signal.signal(signal.SIGTERM, raise_stopped)
+    signal.signal(signal.SIGINT, raise_stopped)
     try:
         return launch(args, steps)
     except LauncherError as error:

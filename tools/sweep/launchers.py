@@ -17,6 +17,7 @@ The launcher prints the status table while the jobs run (when something changed,
 import os
 import os.path as osp
 import shlex
+import shutil
 import signal
 import time
 from collections import deque
@@ -47,7 +48,8 @@ class Stopped(Exception):
         self.signum = signum
 
 
-def _raise_stopped(signum, frame):
+def raise_stopped(signum, frame):
+    """A signal handler: Ctrl-C and SIGTERM end the launcher's loop through ``Stopped``."""
     raise Stopped(signum)
 
 
@@ -124,6 +126,29 @@ def slurm_parameters(job_name):
     return parameters
 
 
+def recorded_jobs(sweep_dir):
+    """{chain name: SLURM job id} of the jobs that the slurm launcher submitted for this sweep (the
+    latest of each chain)."""
+    path = osp.join(sweep_dir, JOBS_RECORD)
+    if not osp.isfile(path):
+        return {}
+    with open(path, encoding="utf-8") as f:
+        return dict(line.rstrip("\n").split("\t")[::-1] for line in f if "\t" in line)
+
+
+def queued_slurm_chains(sweep_dir, chains):
+    """The chains whose recorded SLURM job is still waiting or running (sacct), for the status
+    table of a sweep that no launcher is watching; empty without a record or without sacct."""
+    recorded = recorded_jobs(sweep_dir)
+    if not recorded or shutil.which("sacct") is None:
+        return []
+    folder = osp.join(sweep_dir, SUBMITIT_FOLDER)
+    jobs = {i: submitit.SlurmJob(folder=folder, job_id=recorded[chain_name(c)]) for i, c in enumerate(chains)
+            if chain_name(c) in recorded}  # fmt: skip
+    submitit.SlurmJob.watcher.update()
+    return [i for i, job in jobs.items() if not submitit.SlurmJob.watcher.is_done(job.job_id, mode="cache")]
+
+
 class Reporter:
     """Prints the status table when a step's state changed (at most every ``every_s`` seconds)."""
 
@@ -156,9 +181,9 @@ class Launcher:
         chain = self.chains[chain_index]
         return (self.repo_root, self.sweep_dir, chain_index, job_steps(chain), env)
 
-    @staticmethod
-    def active_steps(chain_indices, chains):
-        return {step.index for i in chain_indices for step in chains[i]}
+    def active_steps(self, chain_indices):
+        """The indices of the steps of the chains ``chain_indices`` (jobs waiting or running)."""
+        return {step.index for i in chain_indices for step in self.chains[i]}
 
 
 class LocalLauncher(Launcher):
@@ -191,7 +216,7 @@ class LocalLauncher(Launcher):
                             failed.append(chain_index)
                 if pending or running:
                     waiting = [i for i, _ in running.values()] + list(pending)
-                    self.reporter.report(self.active_steps(waiting, self.chains))
+                    self.reporter.report(self.active_steps(waiting))
                     time.sleep(self.poll_s)
         except Stopped:
             for _, job in running.values():
@@ -206,17 +231,9 @@ class SlurmLauncher(Launcher):
     def __init__(self, *args, job_name, **kwargs):
         super().__init__(*args, **kwargs)
         self.job_name = job_name
-        self.record_path = osp.join(self.sweep_dir, JOBS_RECORD)
-
-    def _recorded(self):
-        """{chain name: job id} of the jobs submitted by earlier calls of this sweep."""
-        if not osp.isfile(self.record_path):
-            return {}
-        with open(self.record_path, encoding="utf-8") as f:
-            return dict(line.rstrip("\n").split("\t")[::-1] for line in f if "\t" in line)
 
     def _record(self, submitted):
-        with open(self.record_path, "a", encoding="utf-8") as f:
+        with open(osp.join(self.sweep_dir, JOBS_RECORD), "a", encoding="utf-8") as f:
             for chain_index, job in submitted.items():
                 f.write(f"{job.job_id}\t{chain_name(self.chains[chain_index])}\n")
 
@@ -228,7 +245,7 @@ class SlurmLauncher(Launcher):
         executor = submitit.SlurmExecutor(folder=self.folder)
         executor.update_parameters(**parameters)
         watcher = submitit.SlurmJob.watcher
-        recorded = self._recorded()
+        recorded = recorded_jobs(self.sweep_dir)
         jobs, new = {}, []
         for chain_index in to_run:  # the jobs of an earlier call that are still waiting or running
             job_id = recorded.get(chain_name(self.chains[chain_index]))
@@ -254,6 +271,6 @@ class SlurmLauncher(Launcher):
             active = [i for i, job in jobs.items() if not watcher.is_done(job.job_id, mode="cache")]
             if not active:
                 break
-            self.reporter.report(self.active_steps(active, self.chains))
+            self.reporter.report(self.active_steps(active))
             time.sleep(self.poll_s)
         return [i for i, job in jobs.items() if watcher.get_state(job.job_id, mode="cache") != "COMPLETED"]
