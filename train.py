@@ -220,16 +220,6 @@ def effective_config(argv):
     return setup_cfg(build_parser().parse_args(argv))
 
 
-def method_config_node(cfg):
-    """The node under TRAINER that the config's trainer reads (its CONFIG_NODE), or None."""
-    from dassl.engine import TRAINER_REGISTRY
-
-    try:
-        return getattr(TRAINER_REGISTRY.get(cfg.TRAINER.NAME), "CONFIG_NODE", None)
-    except Exception:  # an unknown trainer: the caller compares every node
-        return None
-
-
 def print_model_files(trainer, paths):
     """One ``Model file of <name>: <path> (sha256 ...)`` line per registered model (main process)."""
     if not is_main_process():

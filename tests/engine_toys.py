@@ -215,11 +215,11 @@ if __name__ == "__main__":
     sys.exit(train.run())
 
 
-def config_node(trainer):
-    """The config node of a registered prompt-learning trainer (where its PREC is): its CONFIG_NODE."""
-    import trainers  # noqa: F401  (registers the trainers)
+def trainer_node(trainer):
+    """The config node a registered trainer reads (where its PREC is): train.py's rule."""
+    import train
 
-    return TRAINER_REGISTRY.get(trainer).CONFIG_NODE
+    return train.trainer_config_node(trainer)
 
 
 def tiny_clip_argv(data_root, output_dir, clip_path, trainer, *opts, extra_flags=()):
@@ -232,7 +232,7 @@ def tiny_clip_argv(data_root, output_dir, clip_path, trainer, *opts, extra_flags
         *("INPUT.TRANSFORMS", "['normalize']", "DATALOADER.NUM_WORKERS", "0"),
         *("DATALOADER.TRAIN_X.BATCH_SIZE", "4", "DATALOADER.TEST.BATCH_SIZE", "4"),
         *("OPTIM.NAME", "sgd", "OPTIM.LR", "0.05", "OPTIM.MAX_EPOCH", "2", "TRAIN.PRINT_FREQ", "100"),
-        *("MODEL.BACKBONE.PATH", str(clip_path), f"TRAINER.{config_node(trainer)}.PREC", "fp32"),
+        *("MODEL.BACKBONE.PATH", str(clip_path), f"TRAINER.{trainer_node(trainer)}.PREC", "fp32"),
         *opts,
     ]
 

@@ -153,7 +153,7 @@ def _current_config(argv):
         import train
 
         cfg = train.effective_config(argv)
-        return provenance.flat_config(str(cfg).splitlines()), train.method_config_node(cfg)
+        return provenance.flat_config(str(cfg).splitlines()), train.trainer_config_node(cfg.TRAINER.NAME)
 
 
 def settings_check(log, argv, eval_only):
