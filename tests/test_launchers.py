@@ -242,3 +242,33 @@ def test_bad_launcher_settings_are_named(base_env):
         launchers.extra_sbatch_flags("exclusive")
     output = reproduce(base_env, "base2new", METHODS, "toy_shapes", "1", expect=2, LAUNCHER="cluster")
     assert "Error: LAUNCHER=cluster is unknown" in output
+
+
+def test_a_preempted_job_is_requeued_with_its_chain_and_waits_for_the_old_lock(tmp_path):
+    import threading
+
+    from dassl.utils import lock_output_dir
+    from tools.sweep.jobs import ChainJob, wait_for_lock
+
+    job = ChainJob()
+    arguments = ("/repo", "/sweep", 3, [(6, ["bash", "scripts/coop/base2new_train.sh", "dtd", "1"], "run")], {})
+    requeued = job.checkpoint(*arguments)  # submitit calls this on a preemption or a time-out
+    assert requeued.function is job and requeued.args == arguments  # the same chain: its scripts skip and resume
+
+    folder = str(tmp_path / "run")
+    released = threading.Event()
+
+    def hold_then_release():
+        with lock_output_dir(folder):  # the previous attempt's train.py, still ending
+            held.set()
+            released.wait(5)
+
+    held = threading.Event()
+    holder = threading.Thread(target=hold_then_release)
+    holder.start()
+    held.wait(5)
+    threading.Timer(0.5, released.set).start()
+    started = time.monotonic()
+    wait_for_lock(folder, wait_s=30)
+    holder.join()
+    assert released.is_set() and time.monotonic() - started < 30  # waited for the release, not the limit
