@@ -24,7 +24,7 @@ from torch import nn
 from clip.model import VisionTransformer
 from dassl.config import ConfigError
 
-from .prompting import class_sentences, random_context, register_sentence_buffers, word_context
+from .prompting import class_sentences, placeholder_prefix, random_context, register_sentence_buffers, word_context
 
 # The upstream rule: init words are used only for contexts of at most this many tokens.
 MAX_INIT_WORDS_CONTEXT = 4
@@ -59,7 +59,7 @@ def context_prefix(ctx_init, n_ctx):
     words = ctx_init.replace("_", " ").strip()
     if words and n_ctx <= MAX_INIT_WORDS_CONTEXT:
         return words, True
-    return " ".join(["X"] * n_ctx), False
+    return placeholder_prefix(n_ctx), False
 
 
 def text_context(clip_model, prefixes, init_words, n_ctx):

@@ -31,7 +31,7 @@ from dassl.engine import TRAINER_REGISTRY
 from .base import PromptTrainer, check_method_keys, method_node
 from .deep_prompts import sentence_embeddings, text_context
 from .ot import OTSettings, hierarchical_ot_logits
-from .prompting import PromptedCLIP, class_sentences, register_sentence_buffers
+from .prompting import PromptedCLIP, class_sentences, placeholder_prefix, register_sentence_buffers
 from .sinkhorn import autocast_off
 
 # GLOBAL_LOGITS values: when the global term is added to the OT logits.
@@ -153,11 +153,6 @@ class PLOTCLIP(PromptOTCLIP):
         """
         tokens = F.normalize(self.clip.encode_image(image.type(self.dtype), return_tokens=True), dim=-1)
         return self.ot_logits(tokens[:, 1:], tokens[:, 0])
-
-
-def placeholder_prefix(n_ctx):
-    """ "X X ... X": n_ctx placeholder tokens that reserve the context positions."""
-    return " ".join(["X"] * n_ctx)
 
 
 def local_feature_count(clip_model):

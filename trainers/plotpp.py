@@ -25,8 +25,8 @@ from dassl.engine import TRAINER_REGISTRY
 from .base import PromptTrainer, check_method_keys, method_node
 from .deep_prompts import vision_width
 from .ot import OTSettings
-from .plot import PromptOTCLIP, PromptSetLearner, placeholder_prefix
-from .prompting import random_context
+from .plot import PromptOTCLIP, PromptSetLearner
+from .prompting import placeholder_prefix, random_context
 
 # The initial words of the N text prompts, per DATASET.NAME, in upstream's order (upstream's text,
 # spaces included). n = the word count of the first one. The ImageNet variants take ImageNet's

@@ -31,7 +31,7 @@ from dassl.engine import TRAINER_REGISTRY
 
 from .base import check_method_keys
 from .coop import CoOp, CoOpCLIP, CoOpPromptLearner
-from .prompting import LossTerm, TrainingOutput, word_context
+from .prompting import LossTerm, TrainingOutput, placeholder_prefix, word_context
 from .text import (
     CUSTOM_TEMPLATES,
     Context,
@@ -93,7 +93,7 @@ def prograd_context(clip_model, n_ctx, words):
         raise ValueError(f"{n_ctx} context tokens cannot hold the {n_words} initial words {words!r}")
     embeddings = word_context(clip_model, words, n_words)  # (w, d_t) float32
     vectors = torch.cat([embeddings.new_zeros(n_ctx - n_words, embeddings.shape[1]), embeddings])
-    return Context(prefix=" ".join(["X"] * (n_ctx - n_words) + [words]), n_ctx=n_ctx, words=vectors)
+    return Context(prefix=" ".join([placeholder_prefix(n_ctx - n_words), words]).strip(), n_ctx=n_ctx, words=vectors)
 
 
 class ProGradPromptLearner(CoOpPromptLearner):

@@ -54,6 +54,11 @@ def register_sentence_buffers(module, clip_model, sentences, n_ctx):
     module.register_buffer("token_suffix", embedding[:, 1 + n_ctx :], persistent=False)
 
 
+def placeholder_prefix(n_ctx):
+    """ "X X ... X": n_ctx placeholder tokens that reserve the positions of a random context."""
+    return " ".join(["X"] * n_ctx)
+
+
 def random_context(*shape, dtype=torch.float32):
     """A learned context of ``shape`` drawn from normal(0, 0.02), created in ``dtype``."""
     return nn.init.normal_(torch.empty(*shape, dtype=dtype), std=CONTEXT_INIT_STD)

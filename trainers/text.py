@@ -20,7 +20,7 @@ import clip
 from dassl.config import ConfigError
 
 from .base import check_method_keys
-from .prompting import word_context
+from .prompting import placeholder_prefix, word_context
 
 CUSTOM_TEMPLATES = {
     "OxfordPets": "a photo of a {}, a type of pet.",
@@ -160,7 +160,7 @@ def context_from_words(clip_model, n_ctx, words):
     """
     words = words.replace("_", " ").strip()
     if not words:
-        return Context(prefix=" ".join(["X"] * n_ctx), n_ctx=n_ctx, words=None)
+        return Context(prefix=placeholder_prefix(n_ctx), n_ctx=n_ctx, words=None)
     n_words = len(words.split())
     return Context(prefix=words, n_ctx=n_words, words=word_context(clip_model, words, n_words))
 
